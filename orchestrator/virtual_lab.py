@@ -1,0 +1,321 @@
+"""A sound card made of software: a private PulseAudio server with two null sinks per virtual Echo.
+
+For Echo `echo1`:
+
+    echo1_out   the speaker beside the Echo: the persona plays into it, the Echo hears its monitor
+    echo1_mic   the Echo's own voice: the Echo plays into it, the persona's microphone is its monitor
+
+An ALSA configuration file names every sink and monitor as a PCM (`echo1_out`, `echo1_out_mon`,
+`echo1_mic`, `echo1_mic_mon`), so PortAudio (sounddevice, pyaudio) selects them by name exactly as
+it would select a USB speaker in a physical lab.
+
+Everything lives inside one folder and is torn down by the PIDs started here. The environment
+variables that point clients at the server must be set before PortAudio initialises, which is why
+`VirtualLab.client_env()` exists and `activate()` writes it into `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REQUIRED_PROGRAMS = ("pulseaudio", "pactl", "pacat")
+SILENCE_LATENCY_MSEC = 20
+READY_LATENCY_USEC = 50_000
+# Unix socket paths are limited to 108 bytes (sun_path); leave room for "/native".
+MAX_SOCKET_DIR = 90
+
+
+class LabError(RuntimeError):
+    """The virtual lab could not be started or changed."""
+
+
+@dataclass(frozen=True)
+class VirtualEcho:
+    """The PortAudio device names of one virtual Echo."""
+
+    name: str
+
+    @property
+    def speaker(self) -> str:
+        return f"{self.name}_out"
+
+    @property
+    def speaker_monitor(self) -> str:
+        return f"{self.name}_out_mon"
+
+    @property
+    def voice(self) -> str:
+        return f"{self.name}_mic"
+
+    @property
+    def microphone(self) -> str:
+        return f"{self.name}_mic_mon"
+
+    def sinks(self) -> tuple[str, str]:
+        return (self.speaker, self.voice)
+
+
+@dataclass
+class VirtualLab:
+    """Start with `with VirtualLab(folder, ["echo1", "echo2"]) as lab:`; stopped on exit."""
+
+    folder: Path
+    echo_names: list[str]
+    rate: int = 48000
+    echos: dict[str, VirtualEcho] = field(default_factory=dict, init=False)
+    _server: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _keepalive: dict[str, subprocess.Popen] = field(default_factory=dict, init=False, repr=False)
+    _modules: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _runtime: Path | None = field(default=None, init=False, repr=False)
+    _saved_env: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> VirtualLab:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, ready_timeout: float = 10.0) -> None:
+        check_programs()
+        for name in self.echo_names:
+            validate_echo_name(name)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._runtime = self._make_runtime_dir()
+        self._write_server_config()
+        self._start_server(ready_timeout)
+        try:
+            for name in self.echo_names:
+                self._add_sinks(name)
+            self._write_alsa_config()
+            self.wait_until_ready(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every process started here and remove the runtime files; safe to call twice."""
+        for proc in self._keepalive.values():
+            _terminate(proc)
+        self._keepalive.clear()
+        if self._server is not None:
+            _terminate(self._server)
+            self._server = None
+        self.deactivate()
+        if self._runtime is not None:
+            shutil.rmtree(self._runtime, ignore_errors=True)
+            self._runtime = None
+        self.echos.clear()
+        self._modules.clear()
+
+    # -- clients ------------------------------------------------------------------------------
+
+    @property
+    def runtime(self) -> Path:
+        if self._runtime is None:
+            raise LabError("the virtual lab is not running")
+        return self._runtime
+
+    @property
+    def alsa_config(self) -> Path:
+        return self.runtime / "asound.conf"
+
+    def client_env(self) -> dict[str, str]:
+        """What a process needs in its environment to use this lab's devices."""
+        runtime = self.runtime
+        return {
+            "PULSE_SERVER": f"unix:{runtime / 'native'}",
+            "PULSE_RUNTIME_PATH": str(runtime),
+            "PULSE_STATE_PATH": str(runtime / "state"),
+            "PULSE_COOKIE": str(runtime / "cookie"),
+            "XDG_RUNTIME_DIR": str(runtime),
+            "ALSA_CONFIG_PATH": str(self.alsa_config),
+        }
+
+    def activate(self) -> None:
+        """Point this process's future PortAudio sessions at the lab."""
+        for key, value in self.client_env().items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def deactivate(self) -> None:
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+
+    # -- changing the rig while it runs ---------------------------------------------------------
+
+    def add_echo(self, name: str) -> VirtualEcho:
+        validate_echo_name(name)
+        self._add_sinks(name)
+        self._write_alsa_config()
+        return self.echos[name]
+
+    def remove_echo(self, name: str) -> None:
+        """Unplug an Echo's speaker and microphone, as a pulled USB cable would."""
+        echo = self.echos.pop(name)
+        for sink in echo.sinks():
+            proc = self._keepalive.pop(sink, None)
+            if proc is not None:
+                _terminate(proc)
+            self.pactl("unload-module", str(self._modules.pop(sink)))
+
+    def pactl(self, *args: str) -> str:
+        env = {**os.environ, **self.client_env()}
+        result = subprocess.run(["pactl", *args], env=env, capture_output=True, text=True, timeout=10)
+        if result.returncode != 0:
+            raise LabError(f"pactl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def sink_latencies(self) -> dict[str, int]:
+        """Current latency of every sink in microseconds, as PulseAudio reports it."""
+        latencies: dict[str, int] = {}
+        name = None
+        for line in self.pactl("list", "sinks").splitlines():
+            line = line.strip()
+            if line.startswith("Name:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("Latency:") and name:
+                match = re.search(r"(\d+) usec", line)
+                if match:
+                    latencies[name] = int(match.group(1))
+        return latencies
+
+    def wait_until_ready(self, timeout: float) -> None:
+        """Wait until every sink runs small blocks.
+
+        An idle null sink works in 2-second blocks, so a recorder on its monitor would get its
+        first audio 1.3-1.9 s late; the silence streams started per sink shrink that to ~20 ms.
+        """
+        wanted = {sink for echo in self.echos.values() for sink in echo.sinks()}
+        deadline = time.monotonic() + timeout
+        latencies: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            latencies = self.sink_latencies()
+            if all(0 < latencies.get(s, 10**9) < READY_LATENCY_USEC for s in wanted):
+                return
+            time.sleep(0.1)
+        slow = {s: latencies.get(s) for s in wanted if latencies.get(s, 10**9) >= READY_LATENCY_USEC}
+        raise LabError(f"sinks did not reach low latency within {timeout} s: {slow}")
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _make_runtime_dir(self) -> Path:
+        runtime = self.folder / "pulse"
+        if len(str(runtime.resolve())) > MAX_SOCKET_DIR:
+            return Path(tempfile.mkdtemp(prefix="orch-lab-"))
+        if runtime.exists():
+            shutil.rmtree(runtime)
+        runtime.mkdir(parents=True)
+        return runtime.resolve()
+
+    def _write_server_config(self) -> None:
+        runtime = self.runtime
+        (runtime / "home").mkdir(exist_ok=True)
+        (runtime / "state").mkdir(exist_ok=True)
+        (runtime / "pa.conf").write_text(
+            f"load-module module-native-protocol-unix auth-anonymous=1 socket={runtime / 'native'}\n"
+        )
+
+    def _start_server(self, timeout: float) -> None:
+        runtime = self.runtime
+        env = {**os.environ, **self.client_env(), "HOME": str(runtime / "home")}
+        log = open(runtime / "pulseaudio.log", "wb")  # noqa: SIM115 - owned by the server process
+        self._server = subprocess.Popen(
+            [
+                "pulseaudio", "-n", "-F", str(runtime / "pa.conf"), "--daemonize=no",
+                "--exit-idle-time=-1", "--disallow-exit", "--use-pid-file=no",
+                "--log-level=warning",
+            ],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._server.poll() is not None:
+                tail = (runtime / "pulseaudio.log").read_text(errors="replace")[-2000:]
+                raise LabError(f"pulseaudio exited with code {self._server.returncode}:\n{tail}")
+            if (runtime / "native").exists():
+                try:
+                    self.pactl("info")
+                    return
+                except LabError:
+                    pass
+            time.sleep(0.05)
+        raise LabError(f"pulseaudio did not answer within {timeout} s (log: {runtime / 'pulseaudio.log'})")
+
+    def _add_sinks(self, name: str) -> None:
+        if name in self.echos:
+            raise LabError(f"virtual Echo {name!r} exists already")
+        echo = VirtualEcho(name)
+        for sink in echo.sinks():
+            module = self.pactl(
+                "load-module", "module-null-sink", f"sink_name={sink}",
+                f"rate={self.rate}", "channels=1", f"sink_properties=device.description={sink}",
+            )
+            self._modules[sink] = int(module.strip())
+            self._keepalive[sink] = self._start_silence(sink)
+        self.echos[name] = echo
+
+    def _start_silence(self, sink: str) -> subprocess.Popen:
+        env = {**os.environ, **self.client_env()}
+        return subprocess.Popen(
+            [
+                "pacat", "-p", f"--device={sink}", f"--latency-msec={SILENCE_LATENCY_MSEC}",
+                "--format=s16le", f"--rate={self.rate}", "--channels=1", "/dev/zero",
+            ],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _write_alsa_config(self) -> None:
+        lines = ["</usr/share/alsa/alsa.conf>", ""]
+        for echo in self.echos.values():
+            for sink in echo.sinks():
+                lines.append(f'pcm.{sink} {{ type pulse device "{sink}" }}')
+                lines.append(f'pcm.{sink}_mon {{ type pulse device "{sink}.monitor" }}')
+        tmp = self.alsa_config.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, self.alsa_config)
+
+
+def validate_echo_name(name: str) -> None:
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", name):
+        raise LabError(f"virtual Echo name {name!r}: use lower-case letters, digits and '_'")
+
+
+def check_programs() -> None:
+    missing = [p for p in REQUIRED_PROGRAMS if shutil.which(p) is None]
+    if missing:
+        raise LabError(
+            f"the virtual lab needs {', '.join(missing)}; install the Debian packages "
+            "pulseaudio pulseaudio-utils libasound2-plugins (make setup does this)"
+        )
+
+
+def _terminate(proc: subprocess.Popen, timeout: float = 3.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
