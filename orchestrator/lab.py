@@ -1,0 +1,85 @@
+"""The lab file: which Echos exist, the speaker and microphone beside each, and how to listen.
+
+    audio_backend: sounddevice          # or pyaudio
+    echos:
+      - name: kitchen
+        room: a                          # Echos of one room never speak at the same time
+        speaker: "USB Audio Device"      # PortAudio device name, or a unique part of it
+        microphone: "Blue Yeti"
+    endpointing:
+      no_answer_timeout: 8.0             # seconds to wait for a reply to start
+      max_reply: 30.0                    # streams (music, radio) are cut here
+      hangover: 0.7                      # silence that ends a reply; pauses inside one reach 0.6 s
+
+A virtual lab writes the same file with `virtual_lab:` set to its folder, which lets the runner
+whisper prompts to the simulated Echos (see echo_sim.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from orchestrator import config_files
+from orchestrator.vad import EndpointConfig
+
+Backend = Literal["sounddevice", "pyaudio"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EchoConfig(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    room: str | None = None
+    speaker: str = Field(min_length=1)
+    microphone: str = Field(min_length=1)
+    backend: Backend | None = None
+
+    @property
+    def room_key(self) -> str:
+        return self.room or f"echo:{self.name}"
+
+
+class Endpointing(Strict):
+    no_answer_timeout: float = Field(8.0, gt=0, le=120)
+    max_reply: float = Field(30.0, gt=0, le=3600)
+    hangover: float = Field(0.7, gt=0.1, le=5)
+    aggressiveness: int = Field(2, ge=0, le=3)
+
+    def config(self, **overrides: float) -> EndpointConfig:
+        values = self.model_dump() | overrides
+        return EndpointConfig(**values)
+
+
+class LabConfig(Strict):
+    audio_backend: Backend = "sounddevice"
+    echos: list[EchoConfig] = Field(min_length=1)
+    endpointing: Endpointing = Endpointing()
+    virtual_lab: Path | None = None
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> LabConfig:
+        seen: set[str] = set()
+        for echo in self.echos:
+            if echo.name in seen:
+                raise ValueError(f"Echo name {echo.name!r} is used twice")
+            seen.add(echo.name)
+        return self
+
+    def echo(self, name: str) -> EchoConfig:
+        for echo in self.echos:
+            if echo.name == name:
+                return echo
+        raise KeyError(name)
+
+    def backend_of(self, echo: EchoConfig) -> Backend:
+        return echo.backend or self.audio_backend
+
+
+def load_lab(path: Path) -> LabConfig:
+    return config_files.load(path, LabConfig)
