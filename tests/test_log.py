@@ -1,0 +1,427 @@
+"""The interaction log: schema made by migrations, pragmas, write helpers, concurrent writers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Column, Engine, MetaData, Text, inspect, select, text
+from sqlalchemy.exc import IntegrityError
+
+from orchestrator import log
+from orchestrator.log import Interaction, Run, SkillInstall
+
+#: The analysts' contract: these tables with exactly these columns.
+CONTRACT = {
+    "personas": ["id", "name", "interest", "is_control", "file_path", "file_sha256", "created_at"],
+    "devices": ["id", "name", "room", "speaker_device", "microphone_device", "audio_backend", "created_at"],
+    "skills": ["id", "name", "invocation_name", "category"],
+    "runs": [
+        "id", "persona_id", "device_id", "status", "started_at", "finished_at", "scheduled_for",
+        "tool_version", "config_sha256", "config_json", "vosk_model", "tts_engine", "tts_voice",
+        "tts_rate", "audio_backend", "host", "audio_dir", "error",
+    ],
+    "interactions": [
+        "id", "run_id", "persona_id", "device_id", "step_index", "attempt", "skill_id", "kind",
+        "prompt_text", "prompt_audio", "status", "error", "started_at", "prompt_started_at",
+        "prompt_ended_at", "response_started_at", "response_ended_at", "finished_at",
+        "prompt_seconds", "response_latency_seconds", "response_seconds", "response_audio",
+        "recorded_seconds", "end_detect_delay", "transcript", "words_json", "confidence",
+        "transcript_ready_delay", "asr_rtf", "input_overflows", "output_underflows",
+    ],
+    "skill_installs": [
+        "id", "run_id", "persona_id", "skill_id", "interaction_id", "action", "outcome", "created_at",
+    ],
+}  # fmt: skip
+
+INDEXES = {
+    "interactions": {
+        ("run_id",),
+        ("persona_id", "started_at"),
+        ("status",),
+        ("skill_id",),
+    },
+    "skill_installs": {("persona_id", "skill_id")},
+}
+
+ISO_UTC = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "nested" / "orchestrator.sqlite"
+
+
+@pytest.fixture
+def engine(db_path: Path) -> Iterator[Engine]:
+    engine = log.open_log(db_path)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def audio_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "audio"
+    path.mkdir()
+    return path
+
+
+def make_run(engine: Engine, audio_dir: Path, persona: str = "pets") -> int:
+    persona_id = log.upsert_persona(engine, name=persona, interest="pets & animals")
+    device_id = log.upsert_device(engine, name=f"echo-{persona}", room="lab-1")
+    return log.start_run(
+        engine,
+        persona_id=persona_id,
+        device_id=device_id,
+        audio_dir=audio_dir,
+        config={"persona": persona, "rate": 170},
+        vosk_model="vosk-model-small-en-us-0.15",
+        tts_engine="espeak-ng",
+        tts_voice="en-us",
+        tts_rate=170,
+        audio_backend="pulse",
+    )
+
+
+def raw(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Read with a plain sqlite3 connection, as an analyst would, bypassing SQLAlchemy."""
+    connection = sqlite3.connect(db_path)
+    try:
+        return connection.execute(sql, params).fetchall()
+    finally:
+        connection.close()
+
+
+# --- schema ----------------------------------------------------------------------------------
+
+
+def test_migrations_create_the_contract_schema(engine: Engine, db_path: Path) -> None:
+    assert db_path.is_file()
+    inspector = inspect(engine)
+    assert set(inspector.get_table_names()) == set(CONTRACT) | {"alembic_version"}
+    for table, columns in CONTRACT.items():
+        assert [c["name"] for c in inspector.get_columns(table)] == columns, table
+    for table, wanted in INDEXES.items():
+        present = {tuple(ix["column_names"]) for ix in inspector.get_indexes(table)}
+        assert wanted <= present, table
+
+
+def test_open_log_twice_is_idempotent(db_path: Path, audio_dir: Path) -> None:
+    first = log.open_log(db_path)
+    run_id = make_run(first, audio_dir)
+    first.dispose()
+    second = log.open_log(db_path)
+    second.dispose()
+    assert raw(db_path, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert raw(db_path, "SELECT id FROM runs") == [(run_id,)]
+
+
+def test_every_connection_gets_the_pragmas(engine: Engine) -> None:
+    for _ in range(2):
+        with engine.connect() as connection:
+            pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
+            assert pragma("journal_mode") == "wal"
+            assert pragma("foreign_keys") == 1
+            assert pragma("synchronous") == 1  # NORMAL
+            assert pragma("busy_timeout") == 10_000
+
+
+def test_models_match_the_migrations(engine: Engine) -> None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, log.Base.metadata) == []
+
+        # The comparison does notice a difference, so the empty list above means something.
+        drifted = MetaData()
+        for table in log.Base.metadata.sorted_tables:
+            table.to_metadata(drifted)
+        drifted.tables["runs"].append_column(Column("extra", Text()))
+        assert compare_metadata(context, drifted) != []
+
+
+def test_transactions_take_the_write_lock_at_begin(engine: Engine, db_path: Path) -> None:
+    """A transaction that has only read still blocks other writers: it began IMMEDIATE."""
+    other = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+    try:
+        with engine.begin() as connection:
+            connection.execute(select(Run.id)).all()
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+def test_a_failed_transaction_leaves_nothing_behind(engine: Engine, db_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with log.write_session(engine) as session:
+            session.add(log.Persona(name="half-written", interest=None))
+            session.flush()
+            raise RuntimeError("crash mid-transaction")
+    assert raw(db_path, "SELECT count(*) FROM personas") == [(0,)]
+
+
+# --- write helpers ---------------------------------------------------------------------------
+
+
+def test_upserts_return_stable_ids(engine: Engine) -> None:
+    first = log.upsert_persona(engine, name="vanilla", interest=None, is_control=True)
+    again = log.upsert_persona(engine, name="vanilla", interest=None, is_control=True, file_sha256="ab")
+    assert first == again
+    assert log.upsert_device(engine, name="echo-1") == log.upsert_device(engine, name="echo-1", room="b")
+
+    log.upsert_skill(engine, id="B07XYZ", name="Dog Facts", invocation_name="dog facts", category="pets")
+    assert log.upsert_skill(engine, id="B07XYZ", category="Pets & Animals") == "B07XYZ"
+    with engine.connect() as connection:
+        row = connection.execute(text("SELECT name, invocation_name, category FROM skills")).one()
+    # A source that does not know a field leaves the earlier value in place.
+    assert tuple(row) == ("Dog Facts", "dog facts", "Pets & Animals")
+
+
+def test_run_records_provenance(engine: Engine, db_path: Path, audio_dir: Path) -> None:
+    run_id = make_run(engine, audio_dir)
+    status, config_json, sha, version, host, stored_dir, started = raw(
+        db_path,
+        "SELECT status, config_json, config_sha256, tool_version, host, audio_dir, started_at "
+        "FROM runs WHERE id = ?",
+        run_id,
+    )[0]
+    assert status == "running"
+    assert json.loads(config_json) == {"persona": "pets", "rate": 170}
+    assert sha == hashlib.sha256(config_json.encode()).hexdigest()
+    assert version == log.tool_version() and version
+    assert host
+    assert stored_dir == str(audio_dir.resolve())
+    assert started.endswith("Z")
+
+    log.finish_run(engine, run_id, "completed")
+    assert raw(db_path, "SELECT status, finished_at IS NOT NULL FROM runs")[0] == ("completed", 1)
+    with pytest.raises(ValueError):
+        log.finish_run(engine, run_id, "running")  # type: ignore[arg-type]
+    with pytest.raises(LookupError):
+        log.finish_run(engine, 999, "failed")
+
+
+def test_interaction_row_exists_before_the_step_finishes(
+    engine: Engine, db_path: Path, audio_dir: Path
+) -> None:
+    run_id = make_run(engine, audio_dir)
+    log.upsert_skill(engine, id="B01", name="Cat Facts", invocation_name="cat facts")
+    interaction_id = log.start_interaction(
+        engine,
+        run_id=run_id,
+        step_index=0,
+        kind="open",
+        skill_id="B01",
+        prompt_text="Alexa, open cat facts",
+        prompt_audio=audio_dir / "tts-cache" / "open-cat-facts.wav",
+    )
+    # Committed already: another connection (another process, an analyst) sees it.
+    assert raw(db_path, "SELECT status, prompt_audio, attempt FROM interactions") == [
+        ("started", "tts-cache/open-cat-facts.wav", 0)
+    ]
+
+    prompt_start = datetime(2025, 1, 31, 22, 5, 7, 123456, tzinfo=timezone.utc)
+    words = [{"word": "meow", "start": 0.1, "end": 0.4, "conf": 0.93}]
+    log.finish_interaction(
+        engine,
+        interaction_id,
+        "ok",
+        prompt_started_at=prompt_start,
+        prompt_ended_at=prompt_start + timedelta(seconds=1.5),
+        response_started_at="2025-01-31T23:05:09.000+01:00",
+        prompt_seconds=1.5,
+        response_latency_seconds=0.377,
+        response_seconds=2.25,
+        response_audio="recordings/run-1/0000-0.wav",
+        recorded_seconds=3.1,
+        transcript="meow",
+        words=words,
+        confidence=0.93,
+        input_overflows=0,
+        output_underflows=0,
+    )
+    row = raw(
+        db_path,
+        "SELECT status, prompt_started_at, prompt_ended_at, response_started_at, finished_at, "
+        "response_audio, words_json, transcript FROM interactions",
+    )[0]
+    assert row[0] == "ok"
+    assert row[1:4] == ("2025-01-31T22:05:07.123Z", "2025-01-31T22:05:08.623Z", "2025-01-31T22:05:09.000Z")
+    assert row[4].endswith("Z")
+    assert row[5] == "recordings/run-1/0000-0.wav"
+    assert json.loads(row[6]) == words
+    assert row[7] == "meow"
+
+    # ORM reads give aware datetimes back.
+    with log.write_session(engine) as session:
+        stored = session.get(Interaction, interaction_id)
+        assert stored is not None and stored.prompt_started_at == prompt_start.replace(microsecond=123000)
+
+    log.update_interaction(engine, interaction_id, transcript="meow meow", transcript_ready_delay=0.8)
+    assert raw(db_path, "SELECT status, transcript FROM interactions") == [("ok", "meow meow")]
+
+
+def test_interaction_arguments_are_checked(engine: Engine, audio_dir: Path, tmp_path: Path) -> None:
+    run_id = make_run(engine, audio_dir)
+    interaction_id = log.start_interaction(engine, run_id=run_id, step_index=0, kind="say")
+    with pytest.raises(ValueError):
+        log.finish_interaction(engine, interaction_id, "started")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        log.finish_interaction(engine, interaction_id, "fine")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        log.finish_interaction(engine, interaction_id, "ok", colour="blue")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="not inside"):
+        log.finish_interaction(engine, interaction_id, "ok", response_audio=tmp_path / "elsewhere.wav")
+    with pytest.raises(ValueError, match="timezone"):
+        log.finish_interaction(engine, interaction_id, "ok", prompt_started_at=datetime(2025, 1, 1))
+    with pytest.raises(LookupError):
+        log.start_interaction(engine, run_id=999, step_index=0, kind="say")
+
+
+def test_audio_paths_are_stored_relative_to_the_resolved_audio_dir(
+    engine: Engine, db_path: Path, tmp_path: Path
+) -> None:
+    real = tmp_path / "disk" / "audio"
+    real.mkdir(parents=True)
+    link = tmp_path / "audio-link"
+    link.symlink_to(real)
+    run_id = make_run(engine, link)
+    assert raw(db_path, "SELECT audio_dir FROM runs") == [(str(real.resolve()),)]
+    interaction_id = log.start_interaction(
+        engine, run_id=run_id, step_index=0, kind="say", prompt_audio=link / "tts-cache" / "a.wav"
+    )
+    log.finish_interaction(engine, interaction_id, "ok", response_audio=real / "recordings" / "1" / "000.wav")
+    assert raw(db_path, "SELECT prompt_audio, response_audio FROM interactions") == [
+        ("tts-cache/a.wav", "recordings/1/000.wav")
+    ]
+
+
+def test_statuses_of_a_run_with_retries_and_a_crash(engine: Engine, db_path: Path, audio_dir: Path) -> None:
+    run_id = make_run(engine, audio_dir)
+    first = log.start_interaction(engine, run_id=run_id, step_index=0, kind="open")
+    log.finish_interaction(engine, first, "no_response")
+    retry = log.start_interaction(engine, run_id=run_id, step_index=0, attempt=1, kind="open")
+    log.finish_interaction(engine, retry, "timeout", error="no reply within 8 s")
+    log.start_interaction(engine, run_id=run_id, step_index=1, kind="listen")
+    log.start_interaction(engine, run_id=run_id, step_index=2, kind="stop")
+
+    # The process "dies" here; the next start cleans up after it.
+    assert log.mark_stale_started(engine, run_id) == 2
+    log.finish_run(engine, run_id, "interrupted", error="killed")
+    assert log.mark_stale_started(engine, run_id) == 0
+
+    rows = raw(
+        db_path, "SELECT step_index, attempt, status, finished_at IS NULL FROM interactions ORDER BY id"
+    )
+    assert rows == [
+        (0, 0, "no_response", 0),
+        (0, 1, "timeout", 0),
+        (1, 0, "interrupted", 1),
+        (2, 0, "interrupted", 1),
+    ]
+    assert raw(db_path, "SELECT status, error FROM runs") == [("interrupted", "killed")]
+
+
+def test_record_install_and_missed_run(engine: Engine, db_path: Path, audio_dir: Path) -> None:
+    run_id = make_run(engine, audio_dir)
+    log.upsert_skill(engine, id="B02", name="Wine Pairing")
+    step = log.start_interaction(engine, run_id=run_id, step_index=0, kind="enable", skill_id="B02")
+    log.finish_interaction(engine, step, "ok", transcript="wine pairing is now enabled")
+    install_id = log.record_install(
+        engine, run_id=run_id, skill_id="B02", action="enable", outcome="enabled", interaction_id=step
+    )
+    with log.write_session(engine) as session:
+        install = session.get(SkillInstall, install_id)
+        assert install is not None
+        assert (install.action, install.outcome, install.interaction_id) == ("enable", "enabled", step)
+    with pytest.raises(ValueError):
+        log.record_install(
+            engine, run_id=run_id, skill_id="B02", action="install", outcome=None  # type: ignore[arg-type]
+        )
+
+    persona_id = log.upsert_persona(engine, name="wine", interest="wine & beverages")
+    missed = log.record_missed_run(
+        engine, persona_id=persona_id, device_id=None, scheduled_for="2025-02-01T02:00:00+00:00",
+        error="scheduler was down",
+    )
+    assert raw(db_path, "SELECT status, scheduled_for FROM runs WHERE id = ?", missed) == [
+        ("missed", "2025-02-01T02:00:00.000Z")
+    ]
+
+
+def test_foreign_keys_are_enforced(engine: Engine, audio_dir: Path) -> None:
+    with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+        log.start_run(
+            engine, persona_id=999, device_id=999, audio_dir=audio_dir, config={}, vosk_model=None,
+            tts_engine=None, tts_voice=None, tts_rate=None, audio_backend=None,
+        )
+    run_id = make_run(engine, audio_dir)
+    with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+        log.start_interaction(engine, run_id=run_id, step_index=0, kind="open", skill_id="unknown")
+    with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+        log.record_install(engine, run_id=run_id, skill_id="unknown", action="enable", outcome=None)
+
+
+def test_timestamps_are_fixed_width_utc_text() -> None:
+    assert log.to_iso("2025-03-30T03:30:00+02:00") == "2025-03-30T01:30:00.000Z"
+    almost_a_second = datetime(2025, 1, 1, 0, 0, 0, 999999, tzinfo=timezone.utc)
+    assert log.to_iso(almost_a_second) == "2025-01-01T00:00:00.999Z"  # truncated, never rounded up
+    assert len(log.utcnow_iso()) == len("2025-01-01T00:00:00.000Z")
+    with pytest.raises(ValueError):
+        log.to_iso("2025-01-01T00:00:00")
+
+
+# --- several processes -----------------------------------------------------------------------
+
+WRITERS = 4
+STEPS = 40
+
+
+def _writer(db_path: str, audio_dir: str, index: int, barrier: Any, errors: Any) -> None:
+    """One lab process: migrate, register, then log steps as fast as it can."""
+    try:
+        barrier.wait()
+        engine = log.open_log(Path(db_path))
+        run_id = make_run(engine, Path(audio_dir), persona=f"persona-{index % 2}")
+        for step in range(STEPS):
+            interaction_id = log.start_interaction(engine, run_id=run_id, step_index=step, kind="say")
+            log.finish_interaction(engine, interaction_id, "ok", transcript=f"reply {step}")
+        log.finish_run(engine, run_id, "completed")
+        engine.dispose()
+    except Exception as error:  # reported to the parent, which fails the test with it
+        errors.put(f"writer {index}: {type(error).__name__}: {error}")
+
+
+def test_concurrent_writers_do_not_hit_database_is_locked(db_path: Path, audio_dir: Path) -> None:
+    """Processes start together on a fresh file: concurrent migration, upserts and read-then-write
+    transactions (start_interaction reads the run, then inserts) that fail without BEGIN IMMEDIATE."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(WRITERS)
+    errors = context.Queue()
+    processes = [
+        context.Process(target=_writer, args=(str(db_path), str(audio_dir), i, barrier, errors))
+        for i in range(WRITERS)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    problems = []
+    while not errors.empty():
+        problems.append(errors.get())
+    assert problems == []
+    assert [p.exitcode for p in processes] == [0] * WRITERS
+    assert raw(db_path, "SELECT count(*) FROM interactions WHERE status = 'ok'") == [(WRITERS * STEPS,)]
+    assert raw(db_path, "SELECT count(*) FROM personas") == [(2,)]
+    assert raw(db_path, "SELECT DISTINCT status FROM runs") == [("completed",)]
