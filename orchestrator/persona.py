@@ -120,6 +120,8 @@ SKILL_KINDS = ("enable", "disable", "open")
 
 
 def _step_kind(value: Any) -> str | None:
+    if isinstance(value, BaseModel):  # serialising a validated plan
+        return type(value).__name__
     if value == "stop":
         return "StopStep"
     if isinstance(value, dict):

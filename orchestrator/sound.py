@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -229,6 +230,18 @@ def _push_chunk(mic_state: dict[str, Any], pcm: bytes, overflow: bool) -> None:
     if overflow and mic is not None:
         mic.overflows += 1
     mic_state["queue"].put(Chunk(pcm, now - fmt.seconds(len(pcm)) - mic_state["latency"], fmt))
+
+
+def redirect_native_stderr(path: Path) -> None:
+    """Send this process's C-level stderr (ALSA, JACK, Kaldi) to a log file, for good.
+
+    Worker processes call this first: what the native libraries print is evidence for the
+    operator's log folder, not noise for the progress display.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 @contextlib.contextmanager

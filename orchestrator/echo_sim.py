@@ -1,0 +1,365 @@
+"""A simulated Amazon Echo for the virtual lab.
+
+It behaves acoustically like the real device: it hears the persona's speech on the monitor of the
+speaker placed beside it, notices when the command has ended (voice activity), waits a realistic
+latency and answers by speaking into its own sink, which the persona's microphone records. Music
+and radio stream until it hears someone speak again.
+
+What it cannot do without an English speech model is understand the words, so the persona's
+runner whispers the text of each prompt through a `SideChannel` (a JSON Lines file in the lab
+folder) before playing it. Timing stays acoustic: the Echo only acts on what it hears.
+
+Everything it says is appended to a truth log (`<echo>.truth.jsonl`) so tests and benchmarks can
+compare the recorded replies with what was really said.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat, silence
+from orchestrator.vad import EndpointConfig, EndpointDetector
+
+STREAM_BLOCK_SECONDS = 0.25
+
+
+# -- what the Echo understands ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SimSkill:
+    name: str
+    invocation: str
+    enable: str = "enabled"  # enabled | account_linking | not_found
+    welcome: list[str] = field(default_factory=list)
+    answers: dict[str, list[str] | None] = field(default_factory=dict)  # None: the skill stays silent
+
+
+@dataclass(frozen=True)
+class SimScript:
+    wake_word: str = "alexa"
+    voice: str = "gmw/en-us"
+    rate: int = 175
+    latency: float = 0.9
+    pause_inside: float = 0.5
+    skills: tuple[SimSkill, ...] = ()
+    questions: dict[str, list[str] | None] = field(default_factory=dict)
+    stream_intro: str = "Here is Lab Radio."
+    stream_loop: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> SimScript:
+        data = yaml.safe_load(path.read_text()) or {}
+        skills = tuple(SimSkill(**s) for s in data.pop("skills", []))
+        return cls(skills=skills, **data)
+
+
+@dataclass(frozen=True)
+class Reply:
+    kind: str  # enabled | account_linking | not_found | welcome | answer | dont_know | silence | stream | stopped
+    parts: tuple[str, ...] = ()  # spoken with a pause between parts
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.parts)
+
+
+DONT_KNOW = "Sorry, I don't know that."
+NOT_FOUND = "Sorry, I couldn't find that skill."
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+
+
+class EchoBrain:
+    """Maps what was said to what the Echo answers; keeps the open skill session."""
+
+    def __init__(self, script: SimScript) -> None:
+        self.script = script
+        self.session: SimSkill | None = None
+        self._by_invocation = {normalise(s.invocation): s for s in script.skills}
+        self._by_invocation.update({normalise(s.name): s for s in script.skills})
+
+    def hear(self, text: str) -> Reply:
+        words = normalise(text)
+        wake = normalise(self.script.wake_word)
+        if words == wake or words.startswith(wake + " "):
+            self.session = None  # the wake word leaves any open skill session
+            return self._command(words[len(wake) :].strip())
+        if self.session is not None:
+            return self._in_session(words)
+        return Reply("silence")  # not addressed to the Echo
+
+    def _command(self, command: str) -> Reply:
+        if command in ("stop", "cancel", "exit", "quit") or command.startswith("stop "):
+            return Reply("stopped")
+        for verb, handler in (("enable ", self._enable), ("open ", self._open), ("launch ", self._open),
+                              ("ask ", self._ask), ("play ", self._play), ("disable ", self._disable)):
+            if command.startswith(verb):
+                return handler(command[len(verb) :].strip())
+        if command in self.script.questions:
+            return _reply("answer", self.script.questions[command])
+        return Reply("dont_know", (DONT_KNOW,))
+
+    def _skill(self, spoken: str) -> SimSkill | None:
+        spoken = re.sub(r"^(the )|( skill)$", "", spoken)
+        return self._by_invocation.get(spoken)
+
+    def _enable(self, spoken: str) -> Reply:
+        skill = self._skill(spoken)
+        if skill is None or skill.enable == "not_found":
+            return Reply("not_found", (NOT_FOUND,))
+        if skill.enable == "account_linking":
+            return Reply("account_linking", (
+                f"To use {skill.name}, go to the skills section of your Alexa app and link your account.",
+            ))
+        return Reply("enabled", (f"Okay. {skill.name} is now enabled.", f"To start, say: open {skill.invocation}."))
+
+    def _disable(self, spoken: str) -> Reply:
+        skill = self._skill(spoken)
+        if skill is None:
+            return Reply("not_found", (NOT_FOUND,))
+        return Reply("disabled", (f"Okay. {skill.name} has been disabled.",))
+
+    def _open(self, spoken: str) -> Reply:
+        skill = self._skill(spoken)
+        if skill is None:
+            return Reply("dont_know", (DONT_KNOW,))
+        self.session = skill
+        return Reply("welcome", tuple(skill.welcome) or (f"Welcome to {skill.name}.",))
+
+    def _ask(self, spoken: str) -> Reply:
+        for invocation, skill in self._by_invocation.items():
+            if spoken.startswith(invocation + " "):
+                question = re.sub(r"^(for|to|about) ", "", spoken[len(invocation) :].strip())
+                return self._answer(skill, question)
+        return Reply("dont_know", (DONT_KNOW,))
+
+    def _in_session(self, words: str) -> Reply:
+        assert self.session is not None
+        return self._answer(self.session, words)
+
+    def _answer(self, skill: SimSkill, words: str) -> Reply:
+        for phrase, reply in skill.answers.items():
+            if normalise(phrase) in words:
+                return _reply("answer", reply)
+        self.session = None
+        return Reply("dont_know", (DONT_KNOW,))
+
+    def _play(self, _what: str) -> Reply:
+        self.session = None
+        return Reply("stream", (self.script.stream_intro,))
+
+
+def _reply(kind: str, parts: list[str] | None) -> Reply:
+    return Reply("silence") if not parts else Reply(kind, tuple(parts))
+
+
+# -- the whisper and the truth ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Announcement:
+    seq: int
+    text: str
+    duration: float
+
+
+class SideChannel:
+    """The runner's whisper to a simulated Echo: what the next prompt says and how long it lasts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seq = 0
+
+    def announce(self, text: str, duration: float) -> None:
+        self._seq += 1
+        line = json.dumps({"seq": self._seq, "pid": os.getpid(), "text": text, "duration": duration})
+        with open(self.path, "a") as fh:
+            fh.write(line + "\n")
+
+    def latest(self) -> Announcement | None:
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return None
+        for line in reversed(lines):
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line being written right now
+            return Announcement(len(lines), data["text"], float(data["duration"]))
+        return None
+
+
+@dataclass
+class TruthRecord:
+    heard: str
+    kind: str
+    text: str
+    started: float  # monotonic, comparable across processes on one machine
+    duration: float
+    wall_start: float
+
+
+def read_truth(path: Path) -> list[TruthRecord]:
+    if not path.exists():
+        return []
+    return [TruthRecord(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+# -- the acoustic shell -------------------------------------------------------------------------
+
+
+class SimulatedEcho:
+    """Listens on `hears` (input device), speaks into `speaks` (output device)."""
+
+    def __init__(self, name: str, brain: EchoBrain, voice_clips: dict[str, Clip], side: SideChannel,
+                 truth_path: Path, backend: Any, hears: str, speaks: str) -> None:
+        self.name = name
+        self.brain = brain
+        self.clips = voice_clips
+        self.side = side
+        self.truth_path = truth_path
+        fmt = next(iter(voice_clips.values())).format
+        self.mic = backend.open_microphone(hears, MIC_FORMAT)
+        self.speaker = backend.open_speaker(speaks, fmt)
+        self._stop = threading.Event()
+        self._barge_in = threading.Event()
+        self._handled_seq = 0
+        self._stream_bed = radio_bed(fmt, 4.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def serve(self) -> None:
+        """Hear, answer, repeat, until `stop()`."""
+        try:
+            self._listen_loop()
+        finally:
+            self.mic.close()
+            self.speaker.close()
+
+    def _listen_loop(self) -> None:
+        config = EndpointConfig(no_answer_timeout=1e9, max_reply=1e9, hangover=0.3)
+        detector, origin, first_onset = None, 0.0, None
+        while not self._stop.is_set():
+            chunk = self.mic.read(timeout=2.0)
+            if detector is None:
+                detector, origin = EndpointDetector(MIC_FORMAT, config), chunk.start
+            bounds = detector.push(chunk.pcm)
+            if detector.onset is not None and not self._barge_in.is_set():
+                self._barge_in.set()  # someone speaks: a real Echo ducks and stops its stream
+                first_onset = first_onset if first_onset is not None else origin + detector.onset
+            if bounds is None:
+                continue
+            detector = None
+            speech_end = origin + (bounds.end or 0.0)
+            if first_onset is not None and self._prompt_complete(first_onset, speech_end):
+                first_onset = None
+                self._respond(speech_end)
+
+    def _prompt_complete(self, onset: float, end: float) -> bool:
+        announcement = self.side.latest()
+        if announcement is None or announcement.seq == self._handled_seq:
+            return False
+        # The wake word alone, followed by a pause, is not yet a command.
+        return end - onset >= announcement.duration - 0.35
+
+    def _respond(self, speech_end: float) -> None:
+        announcement = self.side.latest()
+        assert announcement is not None
+        self._handled_seq = announcement.seq
+        reply = self.brain.hear(announcement.text)
+        self._barge_in.clear()
+        delay = speech_end + self.brain.script.latency - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        threading.Thread(target=self._speak, args=(announcement.text, reply), daemon=True).start()
+
+    def _speak(self, heard: str, reply: Reply) -> None:
+        started = time.monotonic()
+        wall = time.time()
+        if reply.kind == "stream":
+            played = self._stream(reply)
+        elif reply.parts:
+            clip = self._compose(reply.parts)
+            playback = self.speaker.play(clip)
+            started, played = playback.started, playback.ended - playback.started
+        else:
+            played = 0.0
+        record = TruthRecord(heard, reply.kind, reply.text, started, played, wall)
+        with open(self.truth_path, "a") as fh:
+            fh.write(json.dumps(asdict(record)) + "\n")
+
+    def _compose(self, parts: tuple[str, ...]) -> Clip:
+        fmt = self.speaker.format
+        pieces: list[Clip] = []
+        for i, part in enumerate(parts):
+            if i:
+                pieces.append(silence(self.brain.script.pause_inside, fmt))
+            pieces.append(self.clips[part])
+        return concat(pieces)
+
+    def _stream(self, reply: Reply) -> float:
+        """Speak the intro, then loop the radio programme until someone speaks."""
+        loop = [self._compose(reply.parts)] + [self.clips[t] for t in self.brain.script.stream_loop]
+        started = last = time.monotonic()
+        first = None
+        index = 0
+        while not self._barge_in.is_set() and not self._stop.is_set():
+            clip = mix(loop[index % len(loop)], self._stream_bed)
+            index += 1
+            for block in blocks(clip, STREAM_BLOCK_SECONDS):
+                if self._barge_in.is_set() or self._stop.is_set():
+                    break
+                playback = self.speaker.play(block)
+                first = first if first is not None else playback.started
+                last = playback.ended
+        return (last - first) if first is not None else time.monotonic() - started
+
+
+def blocks(clip: Clip, seconds: float) -> list[Clip]:
+    size = clip.format.nbytes(seconds)
+    return [Clip(clip.pcm[i : i + size], clip.format) for i in range(0, len(clip.pcm), size)]
+
+
+def radio_bed(fmt: AudioFormat, seconds: float) -> Clip:
+    """A soft chord that sits under the radio announcer, as music does under a DJ."""
+    t = np.arange(int(fmt.rate * seconds)) / fmt.rate
+    wave = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)) / 3
+    return Clip((wave * 2500).astype(np.int16).tobytes(), fmt)
+
+
+def mix(voice: Clip, bed: Clip) -> Clip:
+    v = voice.samples().astype(np.int32)
+    b = np.resize(bed.samples(), v.size).astype(np.int32)
+    return Clip(np.clip(v + b, -32768, 32767).astype(np.int16).tobytes(), voice.format)
+
+
+def phrases(script: SimScript) -> list[str]:
+    """Every sentence the Echo may say, to be rendered before the lab opens."""
+    brain_lines = {DONT_KNOW, NOT_FOUND, script.stream_intro, *script.stream_loop}
+    for skill in script.skills:
+        brain_lines.update(skill.welcome or [f"Welcome to {skill.name}."])
+        brain_lines.update(
+            [f"Okay. {skill.name} is now enabled.", f"To start, say: open {skill.invocation}.",
+             f"To use {skill.name}, go to the skills section of your Alexa app and link your account.",
+             f"Okay. {skill.name} has been disabled."]
+        )
+        for reply in skill.answers.values():
+            brain_lines.update(reply or [])
+    for reply in script.questions.values():
+        brain_lines.update(reply or [])
+    return sorted(brain_lines)

@@ -1,0 +1,399 @@
+"""One persona's night on one Echo: speak each planned step, record the reply, transcribe it, log it.
+
+Following one utterance:
+
+1. `persona.compile_plan` turned the persona file's step into words ("Alexa, open cat facts");
+2. `prepare_prompts` rendered them with pyttsx3 before the night began (speech.py);
+3. `Rig.exchange` plays the prompt on the speaker beside the Echo while the microphone, already
+   recording, keeps every sample captured after the prompt ended; the endpoint detector (vad.py)
+   decides when the reply is over, and the transcriber (transcribe.py) has been decoding it all along;
+4. `PersonaRun._step` writes the reply's WAV atomically, then fills the step's row in the log
+   (log.py), which was inserted as 'started' before anything was said.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from orchestrator import log, settings
+from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat, read_wav, silence, write_wav_atomic
+from orchestrator.catalog import Catalog
+from orchestrator.echo_sim import SideChannel
+from orchestrator.lab import EchoConfig, LabConfig
+from orchestrator.persona import LoadedPersona, PlannedStep, compile_plan
+from orchestrator.sound import DeviceError, Microphone, Playback, Speaker, open_backend
+from orchestrator.speech import SynthesisError, Synthesizer, Voice
+from orchestrator.transcribe import Transcript, TranscriptionClient, TranscriptionError
+from orchestrator.vad import EndpointConfig, EndpointDetector, Outcome, ReplyBounds
+
+#: Shorter waits where Alexa normally says nothing, so "stop" does not cost a full no-answer wait.
+QUIET_KINDS = {"stop": 3.0}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str  # as spoken, wake word included
+    clip: Clip
+    path: Path  # the exact audio played, inside the audio folder
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """What happened acoustically during one step."""
+
+    playback: Playback
+    window_start: float  # monotonic time of the first recorded sample (= end of the prompt)
+    bounds: ReplyBounds
+    recorded: bytes
+    detected_at: float  # monotonic time at which the end was known
+    transcript: Transcript | None
+    transcript_error: str | None
+    overflows: int
+
+
+@dataclass
+class StepEvent:
+    """Progress of a run, for the operator's screen."""
+
+    persona: str
+    echo: str
+    index: int
+    total: int
+    kind: str
+    status: str
+    text: str = ""
+    audio_seconds: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    persona: str
+    echo: str
+    status: str = "running"
+    steps: int = 0
+    ok: int = 0
+    no_response: int = 0
+    max_length: int = 0
+    errors: int = 0
+    audio_seconds: float = 0.0
+    error: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, status: str, audio_seconds: float) -> None:
+        self.steps += 1
+        self.audio_seconds += audio_seconds
+        self.counts[status] = self.counts.get(status, 0) + 1
+        if status == "ok":
+            self.ok += 1
+        elif status == "no_response":
+            self.no_response += 1
+        elif status == "max_length":
+            self.max_length += 1
+        else:
+            self.errors += 1
+
+
+# -- the prompts ----------------------------------------------------------------------------------
+
+
+def prepare_prompts(loaded: LoadedPersona, steps: list[PlannedStep], synth: Synthesizer,
+                    audio_dir: Path) -> dict[int, Prompt]:
+    """Render every prompt of the night before it starts: a synthesis failure stops nothing mid-run."""
+    persona = loaded.persona
+    prompts: dict[int, Prompt] = {}
+    for step in steps:
+        if step.kind == "pause":
+            continue
+        spoken = step.spoken(persona.wake.word)
+        if step.wake and persona.wake.alone:
+            path = _wake_then_command(synth, persona.wake.word, step.text, persona.wake.pause, audio_dir)
+        else:
+            path = synth.render(spoken)
+        prompts[step.index] = Prompt(spoken, read_wav(path), path)
+    return prompts
+
+
+def _wake_then_command(synth: Synthesizer, wake: str, command: str, pause: float, audio_dir: Path) -> Path:
+    wake_clip, command_clip = synth.render_clip(wake), synth.render_clip(command)
+    key = hashlib.sha256(f"{wake}\0{command}\0{pause}\0{synth.cache_key(command)}".encode()).hexdigest()
+    path = settings.tts_cache_dir(audio_dir) / "composed" / f"{key}.wav"
+    if not path.exists():
+        write_wav_atomic(path, concat([wake_clip, silence(pause, wake_clip.format), command_clip]))
+    return path
+
+
+# -- the rig of one Echo ----------------------------------------------------------------------------
+
+
+class Rig:
+    """The speaker and microphone beside one Echo, and a transcription stream for its replies."""
+
+    def __init__(self, lab: LabConfig, echo: EchoConfig, speaker_format: Any,
+                 asr: TranscriptionClient, side_channel: SideChannel | None) -> None:
+        self.echo = echo
+        self.backend = open_backend(lab.backend_of(echo))
+        self.speaker: Speaker = self.backend.open_speaker(echo.speaker, speaker_format)
+        self.mic: Microphone = self.backend.open_microphone(echo.microphone, MIC_FORMAT)
+        self.asr = asr
+        self.asr.prepare(1)  # the server warms a recognizer now, not on the first reply
+        self.side_channel = side_channel
+
+    def close(self) -> None:
+        self.speaker.close()
+        self.mic.close()
+
+    def exchange(self, prompt: Prompt, endpoint: EndpointConfig, listen_seconds: float | None) -> Exchange:
+        if self.side_channel is not None:
+            self.side_channel.announce(prompt.text, prompt.clip.duration)
+        self.mic.drain()
+        overflows_before = self.mic.overflows
+        playback = self.speaker.play(prompt.clip)
+        stream = self.asr.stream()
+        detector = EndpointDetector(MIC_FORMAT, endpoint)
+        recorded = bytearray()
+        bounds = None
+        while bounds is None:
+            pcm = self._after(self.mic.read(timeout=2.0), playback.ended)
+            recorded += pcm
+            stream.feed(pcm)
+            bounds = detector.push(pcm)
+            if listen_seconds is not None:
+                bounds = _listen_outcome(detector, MIC_FORMAT.seconds(len(recorded)), listen_seconds)
+        detected_at = time.monotonic()
+        transcript, transcript_error = _finish_transcript(stream)
+        return Exchange(playback, playback.ended, bounds, bytes(recorded), detected_at, transcript,
+                        transcript_error, self.mic.overflows - overflows_before)
+
+    @staticmethod
+    def _after(chunk: Any, start: float) -> bytes:
+        """The part of a chunk captured after `start`: our own prompt is not part of the reply."""
+        if chunk.end <= start:
+            return b""
+        if chunk.start >= start:
+            return chunk.pcm
+        skip = chunk.format.nbytes(start - chunk.start)
+        return chunk.pcm[skip:]
+
+
+def _listen_outcome(detector: EndpointDetector, recorded: float, seconds: float) -> ReplyBounds | None:
+    """A listen step records for a fixed time, whatever is heard."""
+    if recorded < seconds:
+        return None
+    if detector.onset is None:
+        return ReplyBounds(Outcome.NO_RESPONSE, None, None, recorded)
+    return ReplyBounds(Outcome.REPLY_ENDED, detector.onset, detector.last_speech_end, recorded)
+
+
+#: A dead server is noticed at once (the connection closes); this only bounds a hung one. A loaded
+#: machine may decode slower than real time for a while, and that must not cost a transcript.
+TRANSCRIPT_TIMEOUT = 60.0
+
+
+def _finish_transcript(stream: Any) -> tuple[Transcript | None, str | None]:
+    try:
+        return stream.finish(timeout=TRANSCRIPT_TIMEOUT), None
+    except TranscriptionError as exc:
+        return None, f"transcription failed: {exc}"
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a worker needs to run one persona; plain data, so it crosses process boundaries."""
+
+    persona: LoadedPersona
+    lab: LabConfig
+    catalog: Catalog
+    db_path: Path
+    audio_dir: Path
+    model: Path
+    asr_socket: Path
+    asr_authkey: bytes
+    scheduled_for: datetime | None = None
+
+
+class PersonaRun:
+    def __init__(self, request: RunRequest, on_event: Callable[[StepEvent], None] | None = None,
+                 on_start: Callable[[int], None] | None = None) -> None:
+        self.request = request
+        self.on_start = on_start or (lambda _run_id: None)
+        self.persona = request.persona.persona
+        self.echo = request.lab.echo(self.persona.echo)
+        self.steps = compile_plan(self.persona, request.catalog)
+        self.on_event = on_event or (lambda _event: None)
+        self.engine: Engine = log.open_log(request.db_path)
+        self.recordings = settings.recordings_dir(request.audio_dir)
+
+    def execute(self) -> RunSummary:
+        voice = Voice(self.persona.voice.name, self.persona.voice.rate)
+        with Synthesizer(settings.tts_cache_dir(self.request.audio_dir), voice) as synth:
+            prompts = prepare_prompts(self.request.persona, self.steps, synth, self.request.audio_dir)
+            engine_info = synth.engine_description()
+        run_id = self._start_run(engine_info)
+        self.on_start(run_id)
+        summary = RunSummary(run_id, self.persona.name, self.echo.name)
+        try:
+            rig = self._open_rig(prompts)
+        except (DeviceError, TranscriptionError, OSError) as exc:
+            return self._fail(summary, f"rig not available: {exc}")
+        try:
+            self._steps(rig, prompts, summary)
+        finally:
+            rig.close()
+        if summary.status == "running":
+            summary.status = "completed"
+            log.finish_run(self.engine, run_id, "completed")
+        return summary
+
+    def _open_rig(self, prompts: dict[int, Prompt]) -> Rig:
+        lab = self.request.lab
+        side = SideChannel(lab.virtual_lab / f"{self.echo.name}.said.jsonl") if lab.virtual_lab else None
+        asr = TranscriptionClient(self.request.asr_socket, self.request.asr_authkey)
+        speaker_format = next(iter(prompts.values())).clip.format if prompts else AudioFormat(22050)
+        return Rig(lab, self.echo, speaker_format, asr, side)
+
+    def _steps(self, rig: Rig, prompts: dict[int, Prompt], summary: RunSummary) -> None:
+        for step in self.steps:
+            if step.kind == "pause":
+                time.sleep(step.pause_seconds or 0.0)
+                continue
+            try:
+                status, seconds = self._step(rig, step, prompts[step.index], summary.run_id)
+            except DeviceError as exc:
+                summary.count("error", 0.0)
+                self._fail(summary, f"device failed at step {step.index}: {exc}")
+                return
+            summary.count(status, seconds)
+            self._emit(step, status, seconds, prompts[step.index].text)
+
+    def _step(self, rig: Rig, step: PlannedStep, prompt: Prompt, run_id: int) -> tuple[str, float]:
+        row = log.start_interaction(
+            self.engine, run_id=run_id, step_index=step.index, kind=step.kind, skill_id=step.skill_id,
+            prompt_text=prompt.text, prompt_audio=prompt.path,
+        )
+        self._emit(step, "running", 0.0, prompt.text)
+        try:
+            exchange = rig.exchange(prompt, self._endpoint(step), step.listen_seconds)
+        except DeviceError as exc:
+            log.finish_interaction(self.engine, row, "error", error=str(exc))
+            raise
+        except Exception as exc:  # noqa: BLE001 - a step's failure is recorded, the night goes on
+            log.finish_interaction(self.engine, row, "error", error=_describe(exc))
+            return "error", 0.0
+        return self._record(row, step, prompt, exchange, run_id)
+
+    def _record(self, row: int, step: PlannedStep, prompt: Prompt, ex: Exchange, run_id: int) -> tuple[str, float]:
+        audio = self.recordings / str(run_id) / f"{step.index:03d}-{step.kind}.wav"
+        write_wav_atomic(audio, Clip(ex.recorded, MIC_FORMAT))
+        status = ex.bounds.outcome.value
+        fields = _exchange_fields(prompt, ex)
+        if ex.transcript_error:
+            status = "error"
+        log.finish_interaction(self.engine, row, status, response_audio=audio, error=ex.transcript_error,
+                               **fields)
+        if step.kind in ("enable", "disable") and step.skill_id:
+            outcome = status if status != "ok" else "replied"
+            log.record_install(self.engine, run_id=run_id, skill_id=step.skill_id, action=step.kind,
+                               outcome=outcome, interaction_id=row)
+        return status, MIC_FORMAT.seconds(len(ex.recorded))
+
+    def _endpoint(self, step: PlannedStep) -> EndpointConfig:
+        endpointing = self.request.lab.endpointing
+        if step.listen_seconds is not None:
+            return endpointing.config(max_reply=step.listen_seconds + 1, hangover=step.listen_seconds + 1,
+                                      no_answer_timeout=step.listen_seconds + 1)
+        if step.kind in QUIET_KINDS:
+            return endpointing.config(no_answer_timeout=QUIET_KINDS[step.kind])
+        return endpointing.config()
+
+    def _start_run(self, engine_info: dict[str, Any]) -> int:
+        loaded, request = self.request.persona, self.request
+        persona_id = log.upsert_persona(
+            self.engine, name=self.persona.name, interest=self.persona.interest, is_control=self.persona.control,
+            file_path=loaded.path, file_sha256=hashlib.sha256(loaded.path.read_bytes()).hexdigest(),
+        )
+        device_id = log.upsert_device(
+            self.engine, name=self.echo.name, room=self.echo.room, speaker_device=self.echo.speaker,
+            microphone_device=self.echo.microphone, audio_backend=request.lab.backend_of(self.echo),
+        )
+        for skill_id in {s.skill_id for s in self.steps if s.skill_id}:
+            skill = request.catalog[skill_id]
+            log.upsert_skill(self.engine, id=skill.id, name=skill.name, invocation_name=skill.invocation_name,
+                             category=skill.category)
+        return log.start_run(
+            self.engine, persona_id=persona_id, device_id=device_id, audio_dir=request.audio_dir,
+            config=self._resolved_config(), vosk_model=request.model, tts_engine=engine_info.get("engine"),
+            tts_voice=self.persona.voice.name, tts_rate=self.persona.voice.rate,
+            audio_backend=request.lab.backend_of(self.echo), scheduled_for=request.scheduled_for,
+        )
+
+    def _resolved_config(self) -> dict[str, Any]:
+        return {
+            "persona": self.persona.model_dump(mode="json"),
+            "echo": self.echo.model_dump(mode="json"),
+            "endpointing": self.request.lab.endpointing.model_dump(mode="json"),
+            "steps": [s.spoken(self.persona.wake.word) if s.kind != "pause" else f"(pause {s.pause_seconds} s)"
+                      for s in self.steps],
+        }
+
+    def _fail(self, summary: RunSummary, error: str) -> RunSummary:
+        summary.status, summary.error = "failed", error
+        log.finish_run(self.engine, summary.run_id, "failed", error=error)
+        return summary
+
+    def _emit(self, step: PlannedStep, status: str, seconds: float, text: str) -> None:
+        self.on_event(StepEvent(self.persona.name, self.echo.name, step.index, len(self.steps), step.kind,
+                                status, text, seconds))
+
+
+def _exchange_fields(prompt: Prompt, ex: Exchange) -> dict[str, Any]:
+    b, t = ex.bounds, ex.transcript
+    fields: dict[str, Any] = {
+        "prompt_started_at": wall_time(ex.playback.started),
+        "prompt_ended_at": wall_time(ex.playback.ended),
+        "prompt_seconds": prompt.clip.duration,
+        "recorded_seconds": MIC_FORMAT.seconds(len(ex.recorded)),
+        "output_underflows": ex.playback.underflows,
+        "input_overflows": ex.overflows,
+    }
+    if b.onset is not None and b.end is not None:
+        fields |= {
+            "response_started_at": wall_time(ex.window_start + b.onset),
+            "response_ended_at": wall_time(ex.window_start + b.end),
+            "response_latency_seconds": b.onset,
+            "response_seconds": b.end - b.onset,
+            "end_detect_delay": ex.detected_at - (ex.window_start + b.end),
+        }
+    if t is not None:
+        fields |= {
+            "transcript": t.text, "words": [w.__dict__ for w in t.words], "confidence": t.confidence,
+            "transcript_ready_delay": t.ready_delay,
+            "asr_rtf": t.decode_seconds / t.audio_seconds if t.audio_seconds else None,
+        }
+    return fields
+
+
+def wall_time(monotonic: float) -> datetime:
+    return datetime.fromtimestamp(time.time() - (time.monotonic() - monotonic), tz=UTC)
+
+
+def _describe(exc: BaseException) -> str:
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    place = f" ({os.path.basename(where.filename)}:{where.lineno})" if where else ""
+    return f"{type(exc).__name__}: {exc}{place}"
+
+
+__all__ = ["PersonaRun", "Prompt", "Rig", "RunRequest", "RunSummary", "StepEvent", "SynthesisError"]
