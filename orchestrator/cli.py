@@ -16,7 +16,7 @@ import click
 
 from orchestrator import __version__, settings
 from orchestrator.config_files import ConfigError
-from orchestrator.night import operator_console
+from orchestrator.terminal import operator_console
 
 BAD_INPUT = 2
 stderr = operator_console()

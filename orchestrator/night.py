@@ -25,6 +25,7 @@ from rich.table import Table
 
 from orchestrator import log
 from orchestrator.sound import redirect_native_stderr
+from orchestrator.terminal import operator_console
 from orchestrator.run import PersonaRun, RunRequest, RunSummary, StepEvent
 from orchestrator.transcribe import TranscriptionServer
 
@@ -168,12 +169,6 @@ def _bury(request: RunRequest, run_id: int | None, error: str) -> RunSummary:
 
 
 # -- what the operator sees ---------------------------------------------------------------------
-
-
-def operator_console() -> Console:
-    """Messages for the operator on stderr; wide lines in logs, where there is no terminal to fit."""
-    probe = Console(stderr=True)
-    return Console(stderr=True, highlight=False, width=None if probe.is_terminal else 140)
 
 
 class Progress:
