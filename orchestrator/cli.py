@@ -254,9 +254,12 @@ def models_list(audio_dir: Path) -> None:
 @audio_dir_option
 @click.option("--url", default=None, help="Download from this address instead of the official one.")
 @click.option("--sha256", default=None, help="Expected SHA-256 of the zip (overrides the published one).")
+@click.option("--no-verify", is_flag=True, help="Install without a checksum (for models with no published one).")
+@click.option("--force", is_flag=True, help="Download again even when the model is installed.")
 @click.option("--if-missing", is_flag=True, help="Do nothing when the model is installed already.")
 @reports_errors
-def models_download(name: str, audio_dir: Path, url: str | None, sha256: str | None, if_missing: bool) -> None:
+def models_download(name: str, audio_dir: Path, url: str | None, sha256: str | None, no_verify: bool, force: bool,
+                    if_missing: bool) -> None:
     """Download a model from the official Vosk model list, verify its checksum and install it."""
     from orchestrator import vosk_models
 
@@ -266,7 +269,8 @@ def models_download(name: str, audio_dir: Path, url: str | None, sha256: str | N
         return
     with _download_bar(name) as progress:
         try:
-            path = vosk_models.download(name, target_dir, url=url, sha256=sha256, progress=progress)
+            path = vosk_models.download(name, target_dir, url=url, sha256=sha256, progress=progress,
+                                        verify=not no_verify, force=force)
         except vosk_models.ModelDownloadError as exc:
             raise click.ClickException(str(exc)) from None
     stderr.print(f"installed {name} at {path}")
