@@ -21,14 +21,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.audio import AudioFormat, Clip
 
 BACKENDS = ("sounddevice", "pyaudio")
 BLOCK_SECONDS = 0.02
+#: Buffering asked of PortAudio. Lower saves nothing here: playback end times are corrected for
+#: the reported latency, and a few tens of milliseconds less buffer let a busy two-core machine
+#: underrun, which stretches what the Echo hears.
+SUGGESTED_LATENCY = 0.1
 
 
 class DeviceError(RuntimeError):
@@ -300,7 +304,7 @@ class SoundDeviceBackend:
 
         stream = self._sd.RawOutputStream(
             device=info.index, samplerate=fmt.rate, channels=fmt.channels, dtype="int16",
-            blocksize=int(fmt.rate * BLOCK_SECONDS), latency="low", callback=callback,
+            blocksize=int(fmt.rate * BLOCK_SECONDS), latency=SUGGESTED_LATENCY, callback=callback,
         )
         play_queue.output_latency = float(stream.latency)
         stream.start()
@@ -316,7 +320,7 @@ class SoundDeviceBackend:
 
         stream = self._sd.RawInputStream(
             device=info.index, samplerate=fmt.rate, channels=fmt.channels, dtype="int16",
-            blocksize=int(fmt.rate * BLOCK_SECONDS), latency="low", callback=callback,
+            blocksize=int(fmt.rate * BLOCK_SECONDS), latency=SUGGESTED_LATENCY, callback=callback,
         )
         state["latency"] = float(stream.latency)
         mic = Microphone(stream, fmt, info.name, chunks)

@@ -3,8 +3,11 @@
 webrtcvad labels 30 ms frames as speech or not. On top of it a small state machine decides:
 
 * onset: `onset_frames` speech frames out of the last `onset_window` (a click is not a reply);
-* end: no speech for `hangover` seconds (longer than the pauses inside a reply, which reach
-  0.6 s when Alexa reads a list), dated at the end of the last speech frame;
+* end: no sound for `hangover` seconds (longer than the pauses inside a reply, which reach
+  0.6 s when Alexa reads a list), dated at the end of the last sound. After the onset, "sound"
+  is a speech frame or any frame `activity_margin_db` above the room's noise floor: webrtcvad
+  calls the fading consonants at the end of a sentence silence, and counting them as pause
+  would cut a reply at its first full stop;
 * no answer: no onset within `no_answer_timeout` seconds;
 * cut: the reply has run for `max_reply` seconds (music and radio stream without end).
 
@@ -22,7 +25,8 @@ import webrtcvad
 
 from orchestrator.audio import AudioFormat, rms_dbfs
 
-FRAME_SECONDS = 0.03
+FRAME_MS = 30
+FRAME_SECONDS = FRAME_MS / 1000
 
 
 class Outcome(enum.Enum):
@@ -41,6 +45,8 @@ class EndpointConfig:
     onset_frames: int = 3
     onset_window: int = 5
     min_level_dbfs: float = -55.0  # below this a frame is room noise whatever webrtcvad says
+    activity_margin_db: float = 15.0  # this far above the noise floor, a frame is sound
+    noise_floor_dbfs: float = -70.0  # the quietest floor assumed; digital silence is far below it
 
     def __post_init__(self) -> None:
         if not 0 <= self.aggressiveness <= 3:
@@ -76,13 +82,15 @@ class EndpointDetector:
         self._pending = b""
         self._frames_seen = 0
         self._recent: deque[bool] = deque(maxlen=self.config.onset_window)
+        self._quiet_levels: deque[float] = deque(maxlen=50)  # levels heard before the reply began
         self.onset: float | None = None
         self.last_speech_end: float | None = None
         self.result: ReplyBounds | None = None
 
     @property
     def elapsed(self) -> float:
-        return self._frames_seen * FRAME_SECONDS
+        # Integer milliseconds first: 30 * 0.03 is a hair under 0.9 in floating point.
+        return self._frames_seen * FRAME_MS / 1000
 
     def push(self, pcm: bytes) -> ReplyBounds | None:
         """Add audio; returns the final bounds once decided, else None."""
@@ -91,15 +99,19 @@ class EndpointDetector:
         self._pending += pcm
         while len(self._pending) >= self._frame_bytes and self.result is None:
             frame, self._pending = self._pending[: self._frame_bytes], self._pending[self._frame_bytes :]
-            self._step(self._is_speech(frame))
+            level = rms_dbfs(frame)
+            speech = level >= self.config.min_level_dbfs and self._vad.is_speech(frame, self.format.rate)
+            self._step(speech, speech or level >= self.activity_threshold())
+            if self.onset is None and not speech:
+                self._quiet_levels.append(level)
         return self.result
 
-    def _is_speech(self, frame: bytes) -> bool:
-        if rms_dbfs(frame) < self.config.min_level_dbfs:
-            return False
-        return self._vad.is_speech(frame, self.format.rate)
+    def activity_threshold(self) -> float:
+        """Level above which a frame counts as sound: the room's noise floor plus a margin."""
+        floor = sorted(self._quiet_levels)[len(self._quiet_levels) // 2] if self._quiet_levels else -120.0
+        return max(floor, self.config.noise_floor_dbfs) + self.config.activity_margin_db
 
-    def _step(self, speech: bool) -> None:
+    def _step(self, speech: bool, sound: bool) -> None:
         self._frames_seen += 1
         now = self.elapsed
         cfg = self.config
@@ -112,7 +124,7 @@ class EndpointDetector:
             elif now >= cfg.no_answer_timeout:
                 self.result = ReplyBounds(Outcome.NO_RESPONSE, None, None, now)
             return
-        if speech:
+        if sound:
             self.last_speech_end = now
         assert self.last_speech_end is not None
         if now - self.onset >= cfg.max_reply:
