@@ -120,6 +120,15 @@ def validate_wav(path: Path, min_duration: float = 0.05) -> Clip:
     return clip
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -138,6 +147,7 @@ def write_wav_atomic(path: Path, clip: Clip) -> Path:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; recordings are for the whole lab group
         with os.fdopen(fd, "wb") as raw:
             with wave.open(raw, "wb") as wav:
                 wav.setnchannels(clip.format.channels)

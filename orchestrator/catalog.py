@@ -67,6 +67,9 @@ class Catalog:
     def __len__(self) -> int:
         return len(self.skills)
 
+    def categories(self) -> set[str]:
+        return {s.category for s in self.skills.values()} | set(CATEGORIES)
+
     def in_category(self, category: str) -> list[Skill]:
         return [s for s in self.skills.values() if s.category == category]
 

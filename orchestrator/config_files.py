@@ -74,26 +74,43 @@ def read_document(path: Path) -> Document:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Issue(path, line, "", f"not valid YAML: {problem}")]) from None
+        raise ConfigError([_yaml_issue(path, exc)]) from None
     lines: dict[Loc, int] = {}
+    issues: list[Issue] = []
     if node is not None:
-        _collect_lines(node, (), lines)
+        _collect_lines(node, (), lines, path, issues)
+    if issues:
+        raise ConfigError(issues)
     return Document(path, data, lines)
 
 
-def _collect_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+def _yaml_issue(path: Path, exc: yaml.YAMLError) -> Issue:
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    # An unclosed quote or bracket is reported where the parser gave up (often past the end of
+    # the file); where it was opened is what the operator needs.
+    mark = getattr(exc, "context_mark", None) if context else None
+    mark = mark or getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    detail = f"{context}: {problem}" if context else problem
+    return Issue(path, line, "", f"not valid YAML: {detail}")
+
+
+def _collect_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int], path: Path, issues: list[Issue]) -> None:
+    """Record the line of every field; a key given twice is an error (YAML would keep the last)."""
     lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             child = (*loc, str(key.value))
+            if child in lines and child != loc:
+                issues.append(Issue(path, key.start_mark.line + 1, format_loc(child),
+                                    f"given twice (first on line {lines[child]})"))
+                continue
             lines[child] = key.start_mark.line + 1
-            _collect_lines(value, child, lines)
+            _collect_lines(value, child, lines, path, issues)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _collect_lines(item, (*loc, index), lines)
+            _collect_lines(item, (*loc, index), lines, path, issues)
 
 
 def validate(document: Document, model: type[Model]) -> Model:
@@ -116,6 +133,9 @@ def _issue_from(document: Document, error: Any) -> Issue:
     return document.issue(loc, message)
 
 
+#: Names pydantic adds to a location for the tagged-union member it tried ("EnableStep").
+UNION_TAGS: set[str] = set()
+
+
 def _is_union_tag(part: str | int) -> bool:
-    # pydantic adds the name of the tagged-union member it tried ("EnableStep") to the location.
-    return isinstance(part, str) and part[:1].isupper()
+    return isinstance(part, str) and part in UNION_TAGS

@@ -113,8 +113,8 @@ class EchoBrain:
         return Reply("dont_know", (DONT_KNOW,))
 
     def _skill(self, spoken: str) -> SimSkill | None:
-        spoken = re.sub(r"^(the )|( skill)$", "", spoken)
-        return self._by_invocation.get(spoken)
+        bare = re.sub(r"^(the )|( skill)$", "", spoken)
+        return self._by_invocation.get(spoken) or self._by_invocation.get(bare)
 
     def _enable(self, spoken: str) -> Reply:
         skill = self._skill(spoken)
@@ -171,7 +171,7 @@ def _reply(kind: str, parts: list[str] | None) -> Reply:
 
 @dataclass(frozen=True)
 class Announcement:
-    seq: int
+    key: str  # unique per prompt, across restarts of the runner
     text: str
     duration: float
 
@@ -185,7 +185,8 @@ class SideChannel:
 
     def announce(self, text: str, duration: float) -> None:
         self._seq += 1
-        line = json.dumps({"seq": self._seq, "pid": os.getpid(), "text": text, "duration": duration})
+        line = json.dumps({"key": f"{os.getpid()}-{time.monotonic_ns()}-{self._seq}", "text": text,
+                           "duration": duration})
         with open(self.path, "a") as fh:
             fh.write(line + "\n")
 
@@ -199,7 +200,7 @@ class SideChannel:
                 data = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line being written right now
-            return Announcement(len(lines), data["text"], float(data["duration"]))
+            return Announcement(data["key"], data["text"], float(data["duration"]))
         return None
 
 
@@ -216,7 +217,13 @@ class TruthRecord:
 def read_truth(path: Path) -> list[TruthRecord]:
     if not path.exists():
         return []
-    return [TruthRecord(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(TruthRecord(**json.loads(line)))
+        except json.JSONDecodeError:
+            continue  # the line being written when the Echo was stopped
+    return records
 
 
 # -- the acoustic shell -------------------------------------------------------------------------
@@ -237,7 +244,7 @@ class SimulatedEcho:
         self.speaker = backend.open_speaker(speaks, fmt)
         self._stop = threading.Event()
         self._barge_in = threading.Event()
-        self._handled_seq = 0
+        self._handled: str | None = None
         self._stream_bed = radio_bed(fmt, 4.0)
 
     def stop(self) -> None:
@@ -272,7 +279,7 @@ class SimulatedEcho:
 
     def _prompt_complete(self, onset: float, end: float) -> bool:
         announcement = self.side.latest()
-        if announcement is None or announcement.seq == self._handled_seq:
+        if announcement is None or announcement.key == self._handled:
             return False
         # The wake word alone, followed by a pause, is not yet a command.
         return end - onset >= announcement.duration - 0.35
@@ -280,7 +287,7 @@ class SimulatedEcho:
     def _respond(self, speech_end: float) -> None:
         announcement = self.side.latest()
         assert announcement is not None
-        self._handled_seq = announcement.seq
+        self._handled = announcement.key
         reply = self.brain.hear(announcement.text)
         self._barge_in.clear()
         delay = speech_end + self.brain.script.latency - time.monotonic()

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator import config_files
 from orchestrator.vad import EndpointConfig
@@ -62,15 +62,6 @@ class LabConfig(Strict):
     endpointing: Endpointing = Endpointing()
     virtual_lab: Path | None = None
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> LabConfig:
-        seen: set[str] = set()
-        for echo in self.echos:
-            if echo.name in seen:
-                raise ValueError(f"Echo name {echo.name!r} is used twice")
-            seen.add(echo.name)
-        return self
-
     def echo(self, name: str) -> EchoConfig:
         for echo in self.echos:
             if echo.name == name:
@@ -82,4 +73,15 @@ class LabConfig(Strict):
 
 
 def load_lab(path: Path) -> LabConfig:
-    return config_files.load(path, LabConfig)
+    document = config_files.read_document(path)
+    lab = config_files.validate(document, LabConfig)
+    first: dict[str, int] = {}
+    issues = []
+    for index, echo in enumerate(lab.echos):
+        if echo.name in first:
+            issues.append(document.issue(("echos", index, "name"),
+                                         f"Echo name {echo.name!r} is used twice (also echos[{first[echo.name]}])"))
+        first.setdefault(echo.name, index)
+    if issues:
+        raise config_files.ConfigError(issues)
+    return lab

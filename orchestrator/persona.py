@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from orchestrator import config_files
 from orchestrator.catalog import Catalog, Skill
@@ -62,9 +62,15 @@ class Schedule(Strict):
 
     @field_validator("cron")
     @classmethod
-    def _five_fields(cls, value: str) -> str:
+    def _valid_cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
         if len(value.split()) != 5:
             raise ValueError("cron needs five fields: minute hour day-of-month month day-of-week")
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"not a valid cron expression: {exc}") from None
         return value
 
     @field_validator("timezone")
@@ -161,13 +167,9 @@ class Persona(Strict):
     def _expand_bare_steps(cls, value: Any) -> Any:
         return [_bare_stop(v) for v in value] if isinstance(value, list) else value
 
-    @model_validator(mode="after")
-    def _interest_or_control(self) -> Persona:
-        if self.control and self.interest:
-            raise ValueError("a control persona has no interest")
-        if not self.control and not self.interest:
-            raise ValueError("set `interest` (a catalog category) or `control: true`")
-        return self
+
+
+config_files.UNION_TAGS.update(kind.__name__ for kind in STEP_KINDS.values())
 
 
 @dataclass(frozen=True)
@@ -198,8 +200,8 @@ def load_persona(path: Path) -> LoadedPersona:
 
 def check_persona(loaded: LoadedPersona, catalog: Catalog) -> list[Issue]:
     """What a persona gets wrong about the catalog: unknown skills, skills on a control persona."""
-    issues: list[Issue] = []
     persona, doc = loaded.persona, loaded.document
+    issues = _interest_issues(loaded, catalog)
     for index, step in enumerate(persona.plan):
         kind = type(step).__name__.removesuffix("Step").lower()
         skill_id = getattr(step, kind, None) if kind in SKILL_KINDS else getattr(step, "skill", None)
@@ -209,6 +211,19 @@ def check_persona(loaded: LoadedPersona, catalog: Catalog) -> list[Issue]:
         elif skill_id is not None and skill_id not in catalog:
             issues.append(doc.issue(("plan", index, field), f"unknown skill {skill_id!r} (not in the catalog)"))
     return issues
+
+
+def _interest_issues(loaded: LoadedPersona, catalog: Catalog) -> list[Issue]:
+    persona, doc = loaded.persona, loaded.document
+    if persona.control and persona.interest:
+        return [doc.issue(("interest",), "a control persona has no interest")]
+    if not persona.control and not persona.interest:
+        return [doc.issue(("interest",), "set `interest` (a catalog category) or `control: true`")]
+    categories = catalog.categories()
+    if persona.interest and persona.interest not in categories:
+        return [doc.issue(("interest",), f"unknown category {persona.interest!r}; the catalog has: "
+                                         f"{', '.join(sorted(categories))}")]
+    return []
 
 
 def compile_plan(persona: Persona, catalog: Catalog) -> list[PlannedStep]:
@@ -246,8 +261,13 @@ def _plan_step(index: int, step: BaseModel, catalog: Catalog, session_skill: str
 
 
 def strip_wake_word(text: str) -> str:
-    """Catalog sample utterances start with "Alexa, ..."; the persona's wake word replaces it."""
-    return re.sub(r"^\s*(alexa|echo|computer|amazon|ziggy)\s*[,.]?\s+", "", text, flags=re.IGNORECASE).strip()
+    """Catalog sample utterances start with "Alexa, ..."; the persona's wake word replaces it.
+
+    "Alexa" is a wake word with or without a comma; the other wake words (which are also ordinary
+    words: "amazon music", "echo show") only when a comma marks them as such.
+    """
+    text = re.sub(r"^\s*(echo|computer|amazon|ziggy)\s*,\s*", "", text, flags=re.IGNORECASE)
+    return re.sub(r"^\s*alexa\b\s*[,.]?\s*", "", text, flags=re.IGNORECASE).strip()
 
 
 def skill_of(step: PlannedStep, catalog: Catalog) -> Skill | None:

@@ -6,12 +6,17 @@ file). Every problem found is reported in one `ConfigError`, so an operator fixe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from orchestrator.catalog import Catalog, load_catalog
 from orchestrator.config_files import ConfigError, Issue
 from orchestrator.lab import LabConfig, load_lab
-from orchestrator.persona import LoadedPersona, load_personas
+from orchestrator.persona import LoadedPersona, load_persona, load_personas
+
+A = TypeVar("A")
+T = TypeVar("T")
 
 
 def check_lab_bindings(lab: LabConfig, lab_path: Path, personas: list[LoadedPersona]) -> None:
@@ -38,6 +43,9 @@ def validate_all(lab_path: Path, catalog_dir: Path, persona_paths: list[Path]) -
     personas: list[LoadedPersona] = []
     if catalog is not None:
         personas = _collect(issues, lambda paths: load_personas(paths, catalog), persona_paths) or []
+    else:  # without a catalog, skills cannot be checked; syntax and fields still can
+        for path in persona_paths:
+            _collect(issues, load_persona, path)
     if lab is not None and personas:
         issues.extend(binding_issues(lab, lab_path, personas))
     if issues:
@@ -47,7 +55,7 @@ def validate_all(lab_path: Path, catalog_dir: Path, persona_paths: list[Path]) -
             f"{len(personas)} persona file(s)")
 
 
-def _collect(issues: list[Issue], loader, arg):  # type: ignore[no-untyped-def]
+def _collect(issues: list[Issue], loader: Callable[[A], T], arg: A) -> T | None:
     try:
         return loader(arg)
     except ConfigError as exc:

@@ -1,0 +1,368 @@
+"""What the simulated Echo answers, its skill sessions, the whisper channel and the truth log."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat
+from orchestrator.echo_sim import (
+    DONT_KNOW,
+    NOT_FOUND,
+    EchoBrain,
+    SideChannel,
+    SimScript,
+    SimSkill,
+    TruthRecord,
+    blocks,
+    mix,
+    normalise,
+    phrases,
+    radio_bed,
+    read_truth,
+)
+
+DEMO_SCRIPT = Path(__file__).resolve().parents[1] / "orchestrator" / "demo" / "echo_sim.yaml"
+
+FACT = ("Here is your cat fact.", "Cats sleep for around thirteen to sixteen hours a day.",
+        "Would you like another fact?")
+
+
+@pytest.fixture(scope="module")
+def script() -> SimScript:
+    return SimScript.load(DEMO_SCRIPT)
+
+
+@pytest.fixture
+def brain(script) -> EchoBrain:
+    return EchoBrain(script)
+
+
+def hear(brain: EchoBrain, text: str) -> tuple[str, tuple[str, ...]]:
+    reply = brain.hear(text)
+    return reply.kind, reply.parts
+
+
+def test_demo_script_loads(script):
+    assert script.wake_word == "alexa"
+    assert [s.name for s in script.skills] == ["Cat Facts", "Cat Genius", "The Dog Feeder", "SkyBell"]
+    assert script.skills[1].answers == {"tell me a fact": None}
+    assert script.latency == 0.9 and script.pause_inside == 0.5
+    assert len(script.stream_loop) == 3
+
+
+# -- replies ----------------------------------------------------------------------------------------
+
+
+def test_enable(brain):
+    assert hear(brain, "Alexa, enable Cat Facts") == (
+        "enabled", ("Okay. Cat Facts is now enabled.", "To start, say: open cat facts."))
+    assert brain.session is None
+
+
+def test_enable_by_invocation_with_article_and_suffix(brain):
+    assert hear(brain, "Alexa, enable the cat genius skill")[0] == "enabled"
+
+
+def test_enable_needing_account_linking(brain):
+    assert hear(brain, "Alexa, enable SkyBell") == (
+        "account_linking",
+        ("To use SkyBell, go to the skills section of your Alexa app and link your account.",))
+
+
+@pytest.mark.parametrize("text", ["Alexa, enable The Dog Feeder", "Alexa, enable Dog Genius"])
+def test_enable_not_found(brain, text):
+    assert hear(brain, text) == ("not_found", (NOT_FOUND,))
+
+
+def test_disable(brain):
+    assert hear(brain, "Alexa, disable Cat Facts") == ("disabled", ("Okay. Cat Facts has been disabled.",))
+    assert hear(brain, "Alexa, disable Bird Facts") == ("not_found", (NOT_FOUND,))
+
+
+@pytest.mark.parametrize("verb", ["open", "launch"])
+def test_welcome_opens_a_session(brain, verb):
+    assert hear(brain, f"Alexa, {verb} cat facts") == (
+        "welcome", ("Welcome to Cat Facts.", "Ask me for a fact, or say stop."))
+    assert brain.session is not None and brain.session.name == "Cat Facts"
+
+
+def test_default_welcome():
+    brain = EchoBrain(SimScript(skills=(SimSkill("Bird Song", "bird song"),)))
+    assert hear(brain, "alexa open bird song") == ("welcome", ("Welcome to Bird Song.",))
+
+
+def test_open_unknown_skill(brain):
+    assert hear(brain, "Alexa, open bird song") == ("dont_know", (DONT_KNOW,))
+    assert brain.session is None
+
+
+def test_answer_with_parts_inside_a_session(brain):
+    brain.hear("Alexa, open cat facts")
+    reply = brain.hear("tell me a fact")
+    assert (reply.kind, reply.parts) == ("answer", FACT)
+    assert reply.text == " ".join(FACT)
+    assert brain.session is not None
+    assert hear(brain, "another fact please")[0] == "answer"
+
+
+def test_unknown_utterance_in_session_gives_dont_know_and_closes_it(brain):
+    brain.hear("Alexa, open cat facts")
+    assert hear(brain, "say meow") == ("dont_know", (DONT_KNOW,))
+    assert brain.session is None
+    assert hear(brain, "tell me a fact") == ("silence", ())
+
+
+def test_skill_that_never_answers_is_silent_and_keeps_its_session(brain):
+    brain.hear("Alexa, open cat genius")
+    assert hear(brain, "tell me a fact") == ("silence", ())
+    assert brain.session is not None and brain.session.name == "Cat Genius"
+    assert hear(brain, "for a fact") == ("dont_know", (DONT_KNOW,))
+
+
+def test_wake_word_closes_the_session(brain):
+    brain.hear("Alexa, open cat facts")
+    assert hear(brain, "Alexa, what time is it") == ("answer", ("It's five past four.",))
+    assert brain.session is None
+    assert hear(brain, "tell me a fact") == ("silence", ())
+
+
+def test_speech_without_wake_word_and_no_session_is_silence(brain):
+    assert hear(brain, "tell me a fact") == ("silence", ())
+    assert hear(brain, "alexandra, what time is it") == ("silence", ())
+    assert brain.session is None
+
+
+@pytest.mark.parametrize("command", ["stop", "cancel", "exit", "quit", "stop the music"])
+def test_stop(brain, command):
+    brain.hear("Alexa, open cat facts")
+    assert hear(brain, f"Alexa, {command}") == ("stopped", ())
+    assert brain.session is None
+
+
+def test_stream(brain, script):
+    brain.hear("Alexa, open cat facts")
+    assert hear(brain, "Alexa, play lab radio") == ("stream", (script.stream_intro,))
+    assert brain.session is None
+
+
+def test_questions(brain):
+    assert hear(brain, "ALEXA... how tall is Mount Everest?") == (
+        "answer", ("Mount Everest is eight thousand eight hundred and forty nine metres tall.",))
+    assert hear(brain, "Alexa, what is the meaning of life") == ("dont_know", (DONT_KNOW,))
+    assert hear(brain, "Alexa") == ("dont_know", (DONT_KNOW,))
+
+
+def test_question_answered_with_none_is_silence():
+    brain = EchoBrain(SimScript(questions={"are you there": None}))
+    assert hear(brain, "Alexa, are you there") == ("silence", ())
+
+
+@pytest.mark.parametrize("text", [
+    "Alexa, ask cat facts for a fact",
+    "Alexa, ask Cat Facts to tell me a fact",
+    "Alexa, ask cat facts about a fact",
+    "Alexa, ask Cat Facts, fact!",
+])
+def test_ask_invocation_for(brain, text):
+    assert hear(brain, text) == ("answer", FACT)
+    assert brain.session is None
+
+
+def test_ask_forms_that_get_no_answer(brain):
+    assert hear(brain, "Alexa, ask cat genius to tell me a fact") == ("silence", ())
+    assert hear(brain, "Alexa, ask cat facts for a joke") == ("dont_know", (DONT_KNOW,))
+    assert hear(brain, "Alexa, ask bird song for a fact") == ("dont_know", (DONT_KNOW,))
+    assert hear(brain, "Alexa, ask cat facts") == ("dont_know", (DONT_KNOW,))
+
+
+def test_custom_wake_word():
+    brain = EchoBrain(SimScript(wake_word="Computer", questions={"what time is it": ["Noon."]}))
+    assert hear(brain, "Computer, what time is it") == ("answer", ("Noon.",))
+    assert hear(brain, "Alexa, what time is it") == ("silence", ())
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Alexa, open Cat Facts!", "alexa open cat facts"),
+    ("  It's   five past FOUR. ", "it's five past four"),
+    ("Buttery - Beer, Wine & Liquor", "buttery beer wine liquor"),
+    ("", ""),
+    ("...", ""),
+    ("Route 66", "route 66"),
+])
+def test_normalise(text, expected):
+    assert normalise(text) == expected
+
+
+# -- every sentence the brain can say is rendered beforehand --------------------------------------------
+
+
+def commands_for(script: SimScript) -> list[str]:
+    commands = ["", "stop", "play lab radio", "play something else", "what is the meaning of life"]
+    commands += list(script.questions)
+    for skill in script.skills:
+        for spoken in {skill.name, skill.invocation, f"the {skill.invocation} skill"}:
+            commands += [f"{verb} {spoken}" for verb in ("enable", "disable", "open", "launch")]
+            for phrase in [*skill.answers, "nothing known"]:
+                commands += [f"ask {spoken} {glue}{phrase}" for glue in ("", "for ", "to ", "about ")]
+    return commands
+
+
+def utterances_for(script: SimScript) -> list[list[str]]:
+    """Conversations: a wake-word command, then what is said inside the session it may open."""
+    wake = script.wake_word
+    in_session = [p for s in script.skills for p in s.answers] + ["something unknown", "stop"]
+    conversations = []
+    for command in commands_for(script):
+        conversations.append([f"{wake}, {command}"])
+        conversations += [[f"{wake}, {command}", follow_up] for follow_up in in_session]
+    return conversations
+
+
+def test_phrases_cover_every_reply_of_the_demo_script(script):
+    known = set(phrases(script))
+    kinds = set()
+    for conversation in utterances_for(script):
+        brain = EchoBrain(script)
+        for text in conversation:
+            reply = brain.hear(text)
+            kinds.add(reply.kind)
+            missing = [part for part in reply.parts if part not in known]
+            assert not missing, (conversation, reply)
+    assert kinds == {"enabled", "account_linking", "not_found", "disabled", "welcome", "answer", "dont_know",
+                     "silence", "stream", "stopped"}
+
+
+def test_phrases_are_sorted_unique_and_include_the_stream(script):
+    lines = phrases(script)
+    assert lines == sorted(set(lines))
+    assert set(script.stream_loop) <= set(lines)
+    assert {DONT_KNOW, NOT_FOUND, script.stream_intro} <= set(lines)
+    assert "Welcome to SkyBell." in lines
+    assert all(isinstance(line, str) and line for line in lines)
+
+
+# -- the whisper ----------------------------------------------------------------------------------------
+
+
+def test_side_channel_round_trip(tmp_path):
+    path = tmp_path / "echo1.side.jsonl"
+    channel = SideChannel(path)
+    assert channel.latest() is None
+    channel.announce("Alexa, open cat facts", 1.25)
+    first = channel.latest()
+    assert (first.text, first.duration) == ("Alexa, open cat facts", 1.25)
+    channel.announce("tell me a fact", 0.8)
+    second = channel.latest()
+    assert (second.text, second.duration) == ("tell me a fact", 0.8)
+    assert second.key != first.key
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["key"] for r in records] == [first.key, second.key]
+    assert SideChannel(path).latest() == second
+
+
+def test_side_channel_ignores_a_partially_written_last_line(tmp_path):
+    path = tmp_path / "echo1.side.jsonl"
+    channel = SideChannel(path)
+    channel.announce("Alexa, stop", 0.6)
+    with open(path, "a") as fh:
+        fh.write('{"key": "x-2", "text": "Alexa, ena')
+    latest = channel.latest()
+    assert latest is not None
+    assert (latest.text, latest.duration) == ("Alexa, stop", 0.6)
+
+
+def test_side_channel_with_only_a_partial_line(tmp_path):
+    path = tmp_path / "echo1.side.jsonl"
+    path.write_text('{"key": "x-1", "te')
+    assert SideChannel(path).latest() is None
+
+
+def test_a_new_announcement_is_new_even_after_a_partial_line(tmp_path):
+    path = tmp_path / "echo1.side.jsonl"
+    channel = SideChannel(path)
+    channel.announce("Alexa, stop", 0.6)
+    line = json.dumps({"key": "other-process-1", "text": "Alexa, enable SkyBell", "duration": 1.0})
+    with open(path, "a") as fh:
+        fh.write(line[:20])
+    before = channel.latest()
+    with open(path, "a") as fh:
+        fh.write(line[20:] + "\n")
+    after = channel.latest()
+    assert before is not None and after is not None
+    assert after.text == "Alexa, enable SkyBell"
+    assert before.text == "Alexa, stop"
+    assert before.key != after.key
+
+
+# -- the truth log ----------------------------------------------------------------------------------------
+
+
+def test_read_truth(tmp_path):
+    path = tmp_path / "echo1.truth.jsonl"
+    assert read_truth(path) == []
+    records = [
+        TruthRecord("Alexa, open cat facts", "welcome", "Welcome to Cat Facts.", 12.5, 1.75, 1_700_000_000.0),
+        TruthRecord("tell me a fact", "silence", "", 20.0, 0.0, 1_700_000_010.0),
+    ]
+    path.write_text("".join(json.dumps(asdict(r)) + "\n" for r in records) + "\n  \n")
+    assert read_truth(path) == records
+
+
+# -- stream audio -------------------------------------------------------------------------------------
+
+
+def tone(seconds: float, amplitude: int, fmt: AudioFormat = MIC_FORMAT) -> Clip:
+    n = int(seconds * fmt.rate)
+    return Clip(np.full(n, amplitude, dtype=np.int16).tobytes(), fmt)
+
+
+def test_blocks_cover_the_clip_in_order():
+    clip = Clip(np.arange(17_600, dtype=np.int16).tobytes(), MIC_FORMAT)  # 1.1 s
+    parts = blocks(clip, 0.25)
+    assert [len(p.pcm) for p in parts] == [8000, 8000, 8000, 8000, 3200]
+    assert all(p.format == MIC_FORMAT for p in parts)
+    assert concat(parts).pcm == clip.pcm
+
+
+def test_blocks_of_an_exact_multiple():
+    parts = blocks(tone(0.5, 1), 0.25)
+    assert [p.duration for p in parts] == [0.25, 0.25]
+
+
+def test_mix_keeps_the_voice_length_and_repeats_the_bed():
+    bed = Clip(np.array([1, 2, 3], dtype=np.int16).tobytes(), MIC_FORMAT)
+    voice = Clip(np.array([10, 10, 10, 10, 10, 10, 10], dtype=np.int16).tobytes(), MIC_FORMAT)
+    mixed = mix(voice, bed)
+    assert mixed.format == voice.format
+    assert mixed.samples().tolist() == [11, 12, 13, 11, 12, 13, 11]
+
+
+def test_mix_clips_instead_of_wrapping():
+    loud = tone(0.01, 30_000)
+    mixed = mix(loud, tone(0.01, 10_000)).samples()
+    assert mixed.max() == 32767
+    assert mix(tone(0.01, -30_000), tone(0.01, -10_000)).samples().min() == -32768
+    assert mixed.size == loud.samples().size
+
+
+def test_radio_bed():
+    fmt = AudioFormat(22050)
+    bed = radio_bed(fmt, 4.0)
+    assert bed.format == fmt
+    assert bed.duration == pytest.approx(4.0)
+    samples = bed.samples()
+    assert 0 < np.abs(samples).max() <= 2500
+    assert mix(tone(1.0, 0, fmt), bed).pcm == bed.pcm[: fmt.nbytes(1.0)]
+
+
+# -- known defects ----------------------------------------------------------------------------------
+
+
+def test_invocation_that_starts_with_the():
+    brain = EchoBrain(SimScript(skills=(SimSkill("The Tube", "the tube"),)))
+    assert hear(brain, "Alexa, open the tube")[0] == "welcome"
