@@ -16,7 +16,7 @@ import click
 
 from orchestrator import __version__, settings
 from orchestrator.config_files import ConfigError
-from orchestrator.terminal import operator_console
+from orchestrator.progress import operator_console
 
 BAD_INPUT = 2
 stderr = operator_console()
@@ -38,7 +38,8 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except ConfigError as exc:
-            raise InputError(f"{len(exc.issues)} problem(s) found:\n" + "\n".join(f"  {i}" for i in exc.issues)) from None
+            listing = "\n".join(f"  {issue}" for issue in exc.issues)
+            raise InputError(f"{len(exc.issues)} problem(s) found:\n{listing}") from None
         except (ModelError, SynthesisError) as exc:
             raise InputError(str(exc)) from None
         except (DeviceError, LabError) as exc:
@@ -108,7 +109,7 @@ def demo(db: Path, audio_dir: Path, model_setting: str | None, echos: int, backe
     pyttsx3, recorded, transcribed with Vosk and logged; a summary table closes the night.
     """
     from orchestrator.demo import DemoSettings, run_demo
-    from orchestrator.night import Progress
+    from orchestrator.progress import Progress
 
     model = resolve_model_setting(model_setting or "auto")
     progress = Progress(stderr)
@@ -163,7 +164,10 @@ def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path,
         for item in loaded:
             click.echo(f"# {item.persona.name} on {item.persona.echo} ({item.path})")
             for step in compile_plan(item.persona, catalog):
-                words = f"(pause {step.pause_seconds:g} s)" if step.kind == "pause" else step.spoken(item.persona.wake.word)
+                if step.kind == "pause":
+                    words = f"(pause {step.pause_seconds:g} s)"
+                else:
+                    words = step.spoken(item.persona.wake.word)
                 click.echo(f"{step.index + 1:>3}  {step.kind:<8} {words}")
         return
     _run_personas(loaded, catalog, lab_path, db, audio_dir, resolve_model_setting(model_setting))
@@ -171,7 +175,8 @@ def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path,
 
 def _run_personas(loaded: list[Any], catalog: Any, lab_path: Path, db: Path, audio_dir: Path, model: Path) -> None:
     from orchestrator.lab import load_lab
-    from orchestrator.night import Night, Progress
+    from orchestrator.night import Night
+    from orchestrator.progress import Progress
     from orchestrator.run import RunRequest
     from orchestrator.validate import check_lab_bindings
 
@@ -194,12 +199,12 @@ def _run_personas(loaded: list[Any], catalog: Any, lab_path: Path, db: Path, aud
 def validate(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path) -> None:
     """Check the lab file, the catalog and persona files together; every problem is listed.
 
-    With no persona files, every *.yaml under persona_scripts/ is checked. Exit code 2 when
+    With no persona files, every *.yaml under persona_scripts/ (and its subfolders) is checked. Exit code 2 when
     anything is wrong, with the file, line and field of each problem.
     """
     from orchestrator.validate import validate_all
 
-    paths = list(personas) or sorted((settings.project_home() / "persona_scripts").glob("*.yaml"))
+    paths = list(personas) or sorted((settings.project_home() / "persona_scripts").rglob("*.yaml"))
     report = validate_all(lab_path, catalog_dir, paths)
     click.echo(report)
 
@@ -317,7 +322,9 @@ def resolve_model_setting(setting: str | None) -> Path:
 
 
 @main.command()
-@click.option("--backend", type=click.Choice(["sounddevice", "pyaudio"]), default="sounddevice", show_default=True)
+@click.option("--backend", type=click.Choice(["sounddevice", "pyaudio"]), default="sounddevice", show_default=True,
+              help="PortAudio binding to ask; both see the same devices.")
+@reports_errors
 def devices(backend: str) -> None:
     """List the audio devices PortAudio sees, by name, with their channels and default rate."""
     from orchestrator.sound import open_backend

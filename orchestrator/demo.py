@@ -18,8 +18,9 @@ from orchestrator.audio import read_wav
 from orchestrator.catalog import Catalog, load_catalog
 from orchestrator.echo_sim import EchoBrain, SideChannel, SimScript, SimulatedEcho, phrases
 from orchestrator.lab import EchoConfig, Endpointing, LabConfig
-from orchestrator.night import Night, Progress
+from orchestrator.night import Night
 from orchestrator.persona import LoadedPersona, load_personas
+from orchestrator.progress import Progress
 from orchestrator.run import RunRequest, RunSummary
 from orchestrator.sound import open_backend, redirect_native_stderr
 from orchestrator.speech import Synthesizer, Voice

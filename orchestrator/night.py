@@ -13,20 +13,15 @@ import multiprocessing
 import queue
 import secrets
 import tempfile
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from orchestrator import log
-from orchestrator.sound import redirect_native_stderr
-from orchestrator.terminal import operator_console
 from orchestrator.run import PersonaRun, RunRequest, RunSummary, StepEvent
+from orchestrator.sound import redirect_native_stderr
 from orchestrator.transcribe import TranscriptionServer
 
 POLL_SECONDS = 0.2
@@ -166,44 +161,3 @@ def _bury(request: RunRequest, run_id: int | None, error: str) -> RunSummary:
         log.mark_stale_started(engine, run_id, error=f"worker died: {error}")
         log.finish_run(engine, run_id, "failed", error=error)
     return summary
-
-
-# -- what the operator sees ---------------------------------------------------------------------
-
-
-class Progress:
-    """A line per step as it happens, then a summary table."""
-
-    def __init__(self, console: Console | None = None) -> None:
-        self.console = console or operator_console()
-        self.started = time.monotonic()
-
-    def phase(self, message: str) -> None:
-        self.console.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/] {message}", highlight=False)
-
-    def __call__(self, event: StepEvent) -> None:
-        elapsed = time.monotonic() - self.started
-        if event.status == "running":
-            if event.index == 0:
-                self.phase(f"{event.echo}: {event.persona} begins ({event.total} steps)")
-            return
-        style = {"ok": "green", "no_response": "yellow", "max_length": "cyan"}.get(event.status, "red")
-        self.console.print(
-            f"[dim]{elapsed:6.1f}s[/] {event.echo:<8} {event.persona:<12} "
-            f"step {event.index + 1:>2}/{event.total:<2} {event.kind:<8} [{style}]{event.status:<11}[/] "
-            f"{event.audio_seconds:5.1f}s  {event.text}",
-            highlight=False,
-        )
-
-    def summary(self, summaries: list[RunSummary], db: Path, audio_dir: Path) -> None:
-        table = Table(title="Night summary")
-        for column in ("persona", "echo", "run", "status", "steps", "ok", "no answer", "cut", "errors", "audio s"):
-            table.add_column(column, justify="right" if column not in ("persona", "echo", "status") else "left")
-        for s in summaries:
-            table.add_row(s.persona, s.echo, str(s.run_id), s.status, str(s.steps), str(s.ok), str(s.no_response),
-                          str(s.max_length), str(s.errors), f"{s.audio_seconds:.1f}")
-        self.console.print(table)
-        for s in summaries:
-            if s.error:
-                self.console.print(f"[red]{s.persona}: {s.error}[/]")
-        self.console.print(f"log:   {db}\naudio: {audio_dir}")

@@ -189,7 +189,7 @@ def write_jsonl(out: TextIO, columns: Sequence[str], rows: Iterable[Sequence[Any
     """One JSON object per line, keyed by column name."""
     keys = _unique_keys(columns)
     for row in rows:
-        out.write(json.dumps(dict(zip(keys, map(_json_value, row))), ensure_ascii=False))
+        out.write(json.dumps(dict(zip(keys, map(_json_value, row), strict=True)), ensure_ascii=False))
         out.write("\n")
 
 
@@ -199,7 +199,7 @@ def write_json(out: TextIO, columns: Sequence[str], rows: Iterable[Sequence[Any]
     out.write("[")
     for index, row in enumerate(rows):
         out.write(",\n " if index else "\n ")
-        out.write(json.dumps(dict(zip(keys, map(_json_value, row))), ensure_ascii=False))
+        out.write(json.dumps(dict(zip(keys, map(_json_value, row), strict=True)), ensure_ascii=False))
     out.write("\n]\n")
 
 
@@ -210,10 +210,10 @@ def write_table(out: TextIO, columns: Sequence[str], rows: Iterable[Sequence[Any
     sample = [[_text_value(v) for v in row] for row in islice(iterator, TABLE_SAMPLE_ROWS)]
     widths = [len(name) for name in columns]
     for cells in sample:
-        widths = [max(w, len(c)) for w, c in zip(widths, cells)]
+        widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip() + "\n"
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip() + "\n"
 
     out.write(line(columns))
     out.write(line(["-" * width for width in widths]))

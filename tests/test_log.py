@@ -7,7 +7,7 @@ import json
 import multiprocessing
 import sqlite3
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -231,7 +231,7 @@ def test_interaction_row_exists_before_the_step_finishes(
         ("started", "tts-cache/open-cat-facts.wav", 0)
     ]
 
-    prompt_start = datetime(2025, 1, 31, 22, 5, 7, 123456, tzinfo=timezone.utc)
+    prompt_start = datetime(2025, 1, 31, 22, 5, 7, 123456, tzinfo=UTC)
     words = [{"word": "meow", "start": 0.1, "end": 0.4, "conf": 0.93}]
     log.finish_interaction(
         engine,
@@ -375,7 +375,7 @@ def test_foreign_keys_are_enforced(engine: Engine, audio_dir: Path) -> None:
 
 def test_timestamps_are_fixed_width_utc_text() -> None:
     assert log.to_iso("2025-03-30T03:30:00+02:00") == "2025-03-30T01:30:00.000Z"
-    almost_a_second = datetime(2025, 1, 1, 0, 0, 0, 999999, tzinfo=timezone.utc)
+    almost_a_second = datetime(2025, 1, 1, 0, 0, 0, 999999, tzinfo=UTC)
     assert log.to_iso(almost_a_second) == "2025-01-01T00:00:00.999Z"  # truncated, never rounded up
     assert len(log.utcnow_iso()) == len("2025-01-01T00:00:00.000Z")
     with pytest.raises(ValueError):

@@ -1,0 +1,163 @@
+"""The whole chain on real parts: PulseAudio, pyttsx3, PortAudio (both bindings), webrtcvad, Vosk, SQLite.
+
+One demo night runs four virtual Echos at once (the pet lover and the vanilla control, each once on
+sounddevice and once on pyaudio); the tests then read the log and the files, and compare every
+recorded reply with what the simulated Echo says it really said.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator.audio import MIC_FORMAT, validate_wav
+from orchestrator.catalog import load_catalog
+from orchestrator.demo import DEMO_ENDPOINTING, DemoSettings, demo_personas, run_demo
+from orchestrator.echo_sim import read_truth
+from orchestrator.persona import compile_plan
+from orchestrator.progress import Progress
+
+pytestmark = pytest.mark.lab
+
+BACKENDS = ("sounddevice", "sounddevice", "pyaudio", "pyaudio")
+DURATION_TOLERANCE = 0.3
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory, ko_model):
+    root = tmp_path_factory.mktemp("night")
+    options = DemoSettings(db=root / "log.sqlite", audio_dir=root / "audio", model=ko_model, echos=4,
+                           backends=BACKENDS, lab_dir=root / "lab")
+    before = _children()
+    summaries = run_demo(options, Progress())
+    db = sqlite3.connect(options.db)
+    db.row_factory = sqlite3.Row
+    return {"options": options, "summaries": summaries, "db": db, "children_before": before, "root": root}
+
+
+def _children() -> set[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(os.getpid())], capture_output=True, text=True)
+    return {int(pid) for pid in out.stdout.split()}
+
+
+def _interactions(db, echo):
+    return db.execute(
+        "SELECT i.* FROM interactions i JOIN devices d ON d.id = i.device_id WHERE d.name = ? ORDER BY step_index",
+        (echo,),
+    ).fetchall()
+
+
+def test_every_run_completed_with_provenance(night):
+    assert [s.status for s in night["summaries"]] == ["completed"] * 4
+    runs = night["db"].execute("SELECT * FROM runs").fetchall()
+    assert len(runs) == 4
+    for run in runs:
+        assert run["status"] == "completed" and run["finished_at"] >= run["started_at"]
+        assert run["tool_version"] and run["config_sha256"] and json.loads(run["config_json"])["steps"]
+        assert run["vosk_model"].endswith("model") and run["tts_voice"] == "gmw/en-us"
+        assert Path(run["audio_dir"]) == night["options"].audio_dir.resolve()
+    backends = {r["audio_backend"] for r in runs}
+    assert backends == {"sounddevice", "pyaudio"}
+
+
+def test_every_planned_step_has_a_row_with_a_final_status(night, catalog_dir):
+    catalog = load_catalog(catalog_dir)
+    personas = demo_personas(Path(__file__).parents[1] / "persona_scripts" / "demo", catalog, 4)
+    for loaded in personas:
+        planned = [s for s in compile_plan(loaded.persona, catalog) if s.kind != "pause"]
+        rows = _interactions(night["db"], loaded.persona.echo)
+        assert [(r["step_index"], r["kind"]) for r in rows] == [(s.index, s.kind) for s in planned]
+        assert [r["prompt_text"] for r in rows] == [s.spoken("Alexa") for s in planned]
+        assert all(r["status"] in ("ok", "no_response", "max_length") for r in rows), [dict(r) for r in rows]
+
+
+def test_recorded_replies_match_what_the_echo_said(night):
+    lab = night["options"].lab_dir
+    compared = 0
+    for echo in ("echo1", "echo2", "echo3", "echo4"):
+        truth = read_truth(lab / f"{echo}.truth.jsonl")
+        rows = _interactions(night["db"], echo)
+        assert [t.heard for t in truth] == [r["prompt_text"] for r in rows]
+        for said, row in zip(truth, rows, strict=True):
+            if row["status"] == "ok":
+                assert said.duration > 0
+                assert abs(row["response_seconds"] - said.duration) <= DURATION_TOLERANCE, (echo, dict(row))
+                compared += 1
+    assert compared >= 20
+
+
+def test_replies_with_pauses_are_not_cut(night):
+    lab = night["options"].lab_dir
+    for echo in ("echo1", "echo3"):
+        rows = {r["prompt_text"]: r for r in _interactions(night["db"], echo)}
+        truth = {t.heard: t for t in read_truth(lab / f"{echo}.truth.jsonl")}
+        fact = rows["tell me a fact"]  # three sentences with 0.5 s pauses between them
+        assert truth["tell me a fact"].kind == "answer"
+        assert fact["status"] == "ok"
+        assert fact["response_seconds"] >= truth["tell me a fact"].duration - DURATION_TOLERANCE
+
+
+def test_silence_is_no_response_and_the_stream_is_cut_at_max_length(night):
+    for echo in ("echo1", "echo3"):
+        rows = _interactions(night["db"], echo)
+        silent = [r for r in rows if r["kind"] == "say" and r["skill_id"] == "B01DBH0L3Y"][0]
+        assert silent["status"] == "no_response"
+        assert silent["response_seconds"] is None
+        assert silent["recorded_seconds"] == pytest.approx(DEMO_ENDPOINTING.no_answer_timeout, abs=0.1)
+        radio = [r for r in rows if r["prompt_text"] == "Alexa, play lab radio"][0]
+        assert radio["status"] == "max_length"
+        assert radio["response_seconds"] == pytest.approx(DEMO_ENDPOINTING.max_reply, abs=0.1)
+        after = rows[rows.index(radio) + 1]
+        assert after["kind"] == "stop" and after["status"] == "no_response"  # "stop" silenced the stream
+
+
+def test_transcripts_come_from_real_decoding(night):
+    rows = night["db"].execute("SELECT * FROM interactions WHERE status IN ('ok', 'max_length')").fetchall()
+    assert rows
+    for row in rows:
+        words = json.loads(row["words_json"])
+        assert words, dict(row)
+        assert row["transcript"].strip()
+        for word in words:
+            assert 0 <= word["start"] < word["end"] <= row["recorded_seconds"] + 0.05
+            assert 0 <= word["conf"] <= 1
+        assert 0 < row["asr_rtf"] < 1.5
+        assert 0 <= row["transcript_ready_delay"] < 2.0
+
+
+def test_every_referenced_audio_file_exists_and_is_valid(night):
+    audio_dir = night["options"].audio_dir
+    rows = night["db"].execute("SELECT prompt_audio, response_audio, recorded_seconds FROM interactions").fetchall()
+    for row in rows:
+        prompt = validate_wav(audio_dir / row["prompt_audio"])
+        assert prompt.duration > 0.3
+        reply = validate_wav(audio_dir / row["response_audio"], min_duration=0.0)
+        assert reply.format == MIC_FORMAT
+        assert reply.duration == pytest.approx(row["recorded_seconds"], abs=0.001)
+    leftovers = [p for p in audio_dir.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_installs_are_logged_with_the_interaction_they_came_from(night):
+    installs = night["db"].execute(
+        "SELECT s.*, i.kind, i.status FROM skill_installs s JOIN interactions i ON i.id = s.interaction_id"
+    ).fetchall()
+    assert len(installs) == 2 * 4  # four enable steps of the pet lover, on two Echos
+    assert {r["kind"] for r in installs} == {"enable"}
+    control = night["db"].execute(
+        "SELECT count(*) FROM skill_installs s JOIN personas p ON p.id = s.persona_id WHERE p.is_control"
+    ).fetchone()[0]
+    assert control == 0
+
+
+def test_nothing_is_left_running_or_lying_around(night):
+    assert _children() - night["children_before"] == set()
+    lab = night["options"].lab_dir
+    assert not (lab / "pulse").exists()
+    out = subprocess.run(["pgrep", "-f", str(lab)], capture_output=True, text=True)
+    assert out.stdout.strip() == ""
