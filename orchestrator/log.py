@@ -24,7 +24,7 @@ import json
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path, PurePath
 from typing import Any, Literal, TypedDict, Unpack, get_args
@@ -74,7 +74,7 @@ INSTALL_ACTIONS: frozenset[str] = frozenset(get_args(InstallAction))
 
 def utcnow() -> datetime:
     """The current time as a timezone-aware UTC datetime."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def to_utc(value: datetime | str) -> datetime:
@@ -85,7 +85,7 @@ def to_utc(value: datetime | str) -> datetime:
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {value!r} has no timezone; the log stores UTC moments only")
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def to_iso(value: datetime | str) -> str:
