@@ -218,6 +218,7 @@ class Interaction(Base):
         Index("ix_interactions_persona_id_started_at", "persona_id", "started_at"),
         Index("ix_interactions_status", "status"),
         Index("ix_interactions_skill_id", "skill_id"),
+        Index("ix_interactions_reply_outcome", "reply_outcome"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -251,6 +252,10 @@ class Interaction(Base):
     asr_rtf: Mapped[float | None]
     input_overflows: Mapped[int | None]
     output_underflows: Mapped[int | None]
+    reply_outcome: Mapped[str | None]
+    reply_outcome_score: Mapped[float | None]
+    reply_outcome_rule: Mapped[str | None]
+    expectation_met: Mapped[bool | None]
 
 
 class SkillInstall(Base):
@@ -641,6 +646,10 @@ class InteractionFields(TypedDict, total=False):
     asr_rtf: float | None
     input_overflows: int | None
     output_underflows: int | None
+    reply_outcome: str | None
+    reply_outcome_score: float | None
+    reply_outcome_rule: str | None
+    expectation_met: bool | None
 
 
 _INTERACTION_FIELDS = frozenset(InteractionFields.__annotations__)

@@ -14,11 +14,14 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Engine, MetaData, Text, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator import log
 from orchestrator.log import Interaction, Run, SkillInstall
+
+HEAD_REVISION = ScriptDirectory.from_config(log.alembic_config()).get_current_head()
 
 #: The analysts' contract: these tables with exactly these columns.
 CONTRACT = {
@@ -37,6 +40,7 @@ CONTRACT = {
         "prompt_seconds", "response_latency_seconds", "response_seconds", "response_audio",
         "recorded_seconds", "end_detect_delay", "transcript", "words_json", "confidence",
         "transcript_ready_delay", "asr_rtf", "input_overflows", "output_underflows",
+        "reply_outcome", "reply_outcome_score", "reply_outcome_rule", "expectation_met",
     ],
     "skill_installs": [
         "id", "run_id", "persona_id", "skill_id", "interaction_id", "action", "outcome", "created_at",
@@ -121,7 +125,7 @@ def test_open_log_twice_is_idempotent(db_path: Path, audio_dir: Path) -> None:
     first.dispose()
     second = log.open_log(db_path)
     second.dispose()
-    assert raw(db_path, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert raw(db_path, "SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
     assert raw(db_path, "SELECT id FROM runs") == [(run_id,)]
 
 
