@@ -59,7 +59,7 @@ BUSY_TIMEOUT_S = 10.0
 
 RunStatus = Literal["running", "completed", "failed", "interrupted", "missed"]
 InteractionStatus = Literal[
-    "started", "ok", "no_response", "max_length", "timeout", "error", "interrupted"
+    "started", "ok", "no_response", "max_length", "timeout", "error", "interrupted", "skipped"
 ]
 InstallAction = Literal["enable", "disable"]
 

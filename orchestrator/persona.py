@@ -25,9 +25,10 @@ word, and the skill each step concerns. The runner speaks exactly those; `run --
 
 from __future__ import annotations
 
+import random
 import re
 import zoneinfo
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -99,6 +100,39 @@ class SayStep(Strict):
     say: str = Field(min_length=1)
     skill: str | None = None
     session: bool = False
+    expect: list[str] = Field(default_factory=list)  # any of these phrases counts as the right reply
+
+
+class DialogTurn(Strict):
+    say: str = Field(min_length=1)
+    expect: list[str] = Field(default_factory=list)
+
+
+class DialogStep(Strict):
+    """Turns spoken inside the open session, without the wake word."""
+
+    dialog: list[DialogTurn] = Field(min_length=1)
+    skill: str | None = None
+    max_turns: int = Field(25, ge=1, le=100)  # conversation trees are capped, as SkillDetective did
+    on_mismatch: Literal["stop", "continue"] = "stop"
+
+    @field_validator("dialog", mode="before")
+    @classmethod
+    def _bare_turns(cls, value: Any) -> Any:
+        return [{"say": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+
+class Generated(Strict):
+    top: int = Field(ge=1, le=1000)
+    category: str | None = None  # default: the persona's interest
+    utterances: int | None = Field(None, ge=0)  # sample utterances per skill; default all
+    disable: bool = False  # disable each skill after its session
+
+
+class GenerateStep(Strict):
+    """The top N skills of a category, each enabled, opened, given its sample utterances, stopped."""
+
+    generate: Generated
 
 
 class AskStep(Strict):
@@ -119,8 +153,8 @@ class StopStep(Strict):
 
 
 STEP_KINDS = {
-    "enable": EnableStep, "disable": DisableStep, "open": OpenStep, "say": SayStep,
-    "ask": AskStep, "listen": ListenStep, "pause": PauseStep, "stop": StopStep,
+    "enable": EnableStep, "disable": DisableStep, "open": OpenStep, "say": SayStep, "dialog": DialogStep,
+    "ask": AskStep, "listen": ListenStep, "pause": PauseStep, "stop": StopStep, "generate": GenerateStep,
 }
 SKILL_KINDS = ("enable", "disable", "open")
 
@@ -145,7 +179,8 @@ Step = Annotated[
     Annotated[EnableStep, Tag("EnableStep")] | Annotated[DisableStep, Tag("DisableStep")]
     | Annotated[OpenStep, Tag("OpenStep")] | Annotated[SayStep, Tag("SayStep")]
     | Annotated[AskStep, Tag("AskStep")] | Annotated[ListenStep, Tag("ListenStep")]
-    | Annotated[PauseStep, Tag("PauseStep")] | Annotated[StopStep, Tag("StopStep")],
+    | Annotated[PauseStep, Tag("PauseStep")] | Annotated[StopStep, Tag("StopStep")]
+    | Annotated[DialogStep, Tag("DialogStep")] | Annotated[GenerateStep, Tag("GenerateStep")],
     Discriminator(_step_kind, custom_error_type="unknown_step",
                   custom_error_message=f"a step is one of: {', '.join(STEP_KINDS)}"),
 ]
@@ -160,7 +195,16 @@ class Persona(Strict):
     wake: WakeSetting = WakeSetting()
     schedule: Schedule = Schedule()
     seed: int = 0
+    shuffle: bool = False  # shuffle the skills of generated steps, with `seed`
+    jitter: tuple[float, float] = (0.0, 0.0)  # a random pause before each step, seconds, with `seed`
     plan: list[Step] = Field(default_factory=list)
+
+    @field_validator("jitter")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= value[0] <= value[1] <= 600:
+            raise ValueError("jitter is [min, max] seconds with 0 <= min <= max <= 600")
+        return value
 
     @field_validator("plan", mode="before")
     @classmethod
@@ -174,13 +218,18 @@ config_files.UNION_TAGS.update(kind.__name__ for kind in STEP_KINDS.values())
 
 @dataclass(frozen=True)
 class PlannedStep:
-    index: int
+    index: int  # position in the night's plan: the log's step_index
     kind: str
     text: str  # the words after the wake word (or the whole utterance inside a session)
     wake: bool  # spoken after the wake word
     skill_id: str | None = None
     listen_seconds: float | None = None
     pause_seconds: float | None = None
+    expect: tuple[str, ...] = ()
+    dialog: int | None = None  # index of the first turn of the dialog this turn belongs to
+    on_mismatch: str = "continue"
+    source: int = 0  # the step of the persona file it came from
+    delay: float = 0.0  # seeded jitter: seconds to wait before the step
 
     def spoken(self, wake_word: str) -> str:
         return f"{wake_word}, {self.text}" if self.wake else self.text
@@ -203,14 +252,36 @@ def check_persona(loaded: LoadedPersona, catalog: Catalog) -> list[Issue]:
     persona, doc = loaded.persona, loaded.document
     issues = _interest_issues(loaded, catalog)
     for index, step in enumerate(persona.plan):
-        kind = type(step).__name__.removesuffix("Step").lower()
-        skill_id = getattr(step, kind, None) if kind in SKILL_KINDS else getattr(step, "skill", None)
-        field = kind if kind in SKILL_KINDS else "skill"
-        if persona.control and (kind in SKILL_KINDS or skill_id):
-            issues.append(doc.issue(("plan", index, field), "a control persona must not use skills"))
+        kind = _kind_of(step)
+        field, skill_id = _skill_reference(step, kind)
+        if persona.control and (skill_id or kind in ("generate", "dialog")):
+            issues.append(doc.issue(("plan", index, field or kind), "a control persona must not use skills"))
         elif skill_id is not None and skill_id not in catalog:
             issues.append(doc.issue(("plan", index, field), f"unknown skill {skill_id!r} (not in the catalog)"))
+        elif isinstance(step, GenerateStep):
+            issues.extend(_generate_issues(doc, index, step.generate, persona, catalog))
     return issues
+
+
+def _kind_of(step: BaseModel) -> str:
+    return type(step).__name__.removesuffix("Step").lower()
+
+
+def _skill_reference(step: BaseModel, kind: str) -> tuple[str, str | None]:
+    if kind in SKILL_KINDS:
+        return kind, getattr(step, kind)
+    return "skill", getattr(step, "skill", None)
+
+
+def _generate_issues(doc: Document, index: int, wanted: Generated, persona: Persona, catalog: Catalog) -> list[Issue]:
+    category = wanted.category or persona.interest or ""
+    available = len(catalog.in_category(category))
+    if wanted.category and wanted.category not in catalog.categories():
+        return [doc.issue(("plan", index, "generate", "category"), f"unknown category {category!r}")]
+    if available < wanted.top:
+        return [doc.issue(("plan", index, "generate", "top"),
+                          f"the catalog has {available} skill(s) in {category!r}, fewer than top: {wanted.top}")]
+    return []
 
 
 def _interest_issues(loaded: LoadedPersona, catalog: Catalog) -> list[Issue]:
@@ -227,37 +298,91 @@ def _interest_issues(loaded: LoadedPersona, catalog: Catalog) -> list[Issue]:
 
 
 def compile_plan(persona: Persona, catalog: Catalog) -> list[PlannedStep]:
-    steps: list[PlannedStep] = []
-    session_skill: str | None = None
-    for index, step in enumerate(persona.plan):
-        planned = _plan_step(index, step, catalog, session_skill)
-        if planned.kind == "open":
-            session_skill = planned.skill_id
-        elif planned.wake:
-            session_skill = None
-        steps.append(planned)
+    """The night's steps in order, with the words to say; the same seed gives the same night."""
+    rng = random.Random(persona.seed)
+    drafts: list[PlannedStep] = []
+    for source, step in enumerate(persona.plan):
+        drafts.extend(_expand(source, step, persona, catalog, rng))
+    steps = []
+    session: str | None = None
+    first_turn: dict[int, int] = {}  # a dialog is known by the index of its first turn
+    for index, draft in enumerate(drafts):
+        step, session = _in_session(draft, session)
+        delay = rng.uniform(*persona.jitter) if persona.jitter[1] > 0 else 0.0
+        dialog = first_turn.setdefault(draft.source, index) if draft.dialog is not None else None
+        steps.append(replace(step, index=index, delay=round(delay, 3), dialog=dialog))
     return steps
 
 
-def _plan_step(index: int, step: BaseModel, catalog: Catalog, session_skill: str | None) -> PlannedStep:
+def _in_session(step: PlannedStep, session: str | None) -> tuple[PlannedStep, str | None]:
+    """Attach in-session steps to the open skill; the wake word ends a session."""
+    if step.kind == "open":
+        return step, step.skill_id
+    if step.kind == "stop":
+        return replace(step, skill_id=step.skill_id or session), None
+    if not step.wake:
+        return replace(step, skill_id=step.skill_id or session), session
+    return step, None
+
+
+def _expand(source: int, step: BaseModel, persona: Persona, catalog: Catalog, rng: random.Random) -> list[PlannedStep]:
+    def planned(kind: str, text: str, wake: bool = True, **extra: Any) -> PlannedStep:
+        return PlannedStep(-1, kind, text, wake, source=source, **extra)
+
     match step:
         case EnableStep(enable=skill_id):
-            return PlannedStep(index, "enable", f"enable {catalog[skill_id].name}", True, skill_id)
+            return [planned("enable", f"enable {catalog[skill_id].name}", skill_id=skill_id)]
         case DisableStep(disable=skill_id):
-            return PlannedStep(index, "disable", f"disable {catalog[skill_id].name}", True, skill_id)
+            return [planned("disable", f"disable {catalog[skill_id].name}", skill_id=skill_id)]
         case OpenStep(open=skill_id):
-            return PlannedStep(index, "open", f"open {catalog[skill_id].invocation_name}", True, skill_id)
-        case SayStep(say=text, skill=skill_id, session=session):
-            return PlannedStep(index, "say", strip_wake_word(text), not session, skill_id or session_skill)
+            return [planned("open", f"open {catalog[skill_id].invocation_name}", skill_id=skill_id)]
+        case SayStep(say=text, skill=skill_id, session=session, expect=expect):
+            return [planned("say", strip_wake_word(text), not session, skill_id=skill_id, expect=tuple(expect))]
+        case DialogStep(dialog=turns, skill=skill_id, max_turns=cap, on_mismatch=on_mismatch):
+            return [planned("dialog", strip_wake_word(t.say), False, skill_id=skill_id, expect=tuple(t.expect),
+                            dialog=source, on_mismatch=on_mismatch) for t in turns[:cap]]
         case AskStep(ask=text):
-            return PlannedStep(index, "ask", strip_wake_word(text), True)
+            return [planned("ask", strip_wake_word(text))]
         case ListenStep(listen=text, seconds=seconds):
-            return PlannedStep(index, "listen", strip_wake_word(text), True, listen_seconds=seconds)
+            return [planned("listen", strip_wake_word(text), listen_seconds=seconds)]
         case PauseStep(pause=seconds):
-            return PlannedStep(index, "pause", "", False, pause_seconds=seconds)
+            return [planned("pause", "", False, pause_seconds=seconds)]
         case StopStep():
-            return PlannedStep(index, "stop", "stop", True, session_skill)
+            return [planned("stop", "stop")]
+        case GenerateStep(generate=wanted):
+            return _generated(source, wanted, persona, catalog, rng)
     raise TypeError(f"unhandled step {step!r}")
+
+
+def _generated(source: int, wanted: Generated, persona: Persona, catalog: Catalog,
+               rng: random.Random) -> list[PlannedStep]:
+    """Each skill's block: enable, open, its sample utterances, stop (and disable)."""
+    skills = catalog.in_category(wanted.category or persona.interest or "")[: wanted.top]
+    blocks = [_skill_block(source, skill, wanted) for skill in skills]
+    if persona.shuffle:
+        rng.shuffle(blocks)
+    return [step for block in blocks for step in block]
+
+
+def _skill_block(source: int, skill: Skill, wanted: Generated) -> list[PlannedStep]:
+    block = [
+        PlannedStep(-1, "enable", f"enable {skill.name}", True, skill.id, source=source),
+        PlannedStep(-1, "open", f"open {skill.invocation_name}", True, skill.id, source=source),
+    ]
+    utterances = [u for u in (strip_wake_word(u) for u in skill.sample_utterances) if not _is_launch(u, skill)]
+    for text in utterances[: wanted.utterances] if wanted.utterances is not None else utterances:
+        block.append(PlannedStep(-1, "say", text, True, skill.id, source=source))
+    block.append(PlannedStep(-1, "stop", "stop", True, skill.id, source=source))
+    if wanted.disable:
+        block.append(PlannedStep(-1, "disable", f"disable {skill.name}", True, skill.id, source=source))
+    return block
+
+
+def _is_launch(utterance: str, skill: Skill) -> bool:
+    """"open Cat Facts" only repeats the open step; "launch Cat Facts and tell me a fact" does not."""
+    words = re.sub(r"[^a-z0-9' ]+", " ", utterance.lower()).split()
+    names = {" ".join(skill.name.lower().split()), " ".join(skill.invocation_name.lower().split())}
+    return bool(words) and words[0] in ("open", "launch", "start") and " ".join(words[1:]) in names
 
 
 def strip_wake_word(text: str) -> str:

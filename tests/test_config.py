@@ -316,8 +316,8 @@ def test_compile_plan_words(tmp_path, catalog):
         "Alexa, stop",
         "Alexa, disable Cat Facts",
     ]
-    assert steps[4] == PlannedStep(4, "listen", "play lab radio", True, listen_seconds=12.0)
-    assert steps[5] == PlannedStep(5, "pause", "", False, pause_seconds=2.5)
+    assert steps[4] == PlannedStep(4, "listen", "play lab radio", True, listen_seconds=12.0, source=4)
+    assert steps[5] == PlannedStep(5, "pause", "", False, pause_seconds=2.5, source=5)
     assert [s.skill_id for s in steps] == [CAT_FACTS, CAT_FACTS, CAT_FACTS, None, None, None, CAT_GENIUS, None,
                                            CAT_FACTS]
     assert [s.index for s in steps] == list(range(9))
