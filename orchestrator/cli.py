@@ -146,14 +146,25 @@ def catalog_option(func: Callable[..., Any]) -> Callable[..., Any]:
 @audio_dir_option
 @model_option
 @click.option("--dry-run", is_flag=True, help="Print each persona's plan, with the words to be spoken, and stop.")
+@click.option("--resume", "resume_run", type=int, default=None, metavar="RUN_ID",
+              help="Continue this interrupted run (one persona): done steps are kept, the interrupted one is "
+                   "retried once.")
+@click.option("--no-resume", is_flag=True,
+              help="Start new runs even where a run of the persona was interrupted in the last 12 hours "
+                   "(by default such a run is continued).")
 @reports_errors
 def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path, audio_dir: Path,
-        model_setting: str | None, dry_run: bool) -> None:
+        model_setting: str | None, dry_run: bool, resume_run: int | None, no_resume: bool) -> None:
     """Run persona files now, each on its Echo from the lab file, all at once.
 
+    Each persona runs in a worker process of its own; Echos of one room take turns. SIGTERM or
+    Ctrl-C let every Echo finish its current step and mark the runs interrupted; the next
+    `run` continues them.
+
     \b
-    orchestrator run persona_scripts/pets.yaml --dry-run
-    orchestrator run persona_scripts/pets.yaml persona_scripts/vanilla.yaml --lab lab.yaml
+    orchestrator run persona_scripts/pets-animals.yaml --dry-run
+    orchestrator run persona_scripts/*.yaml --lab lab.yaml
+    orchestrator run persona_scripts/dating.yaml --resume 42
     """
     from orchestrator.catalog import load_catalog
     from orchestrator.persona import compile_plan, load_personas
@@ -170,22 +181,24 @@ def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path,
                     words = step.spoken(item.persona.wake.word)
                 click.echo(f"{step.index + 1:>3}  {step.kind:<8} {words}")
         return
-    _run_personas(loaded, catalog, lab_path, db, audio_dir, resolve_model_setting(model_setting))
+    if resume_run is not None and len(loaded) != 1:
+        raise InputError("--resume continues one run: give exactly one persona file")
+    _run_personas(loaded, catalog, lab_path, db, audio_dir, resolve_model_setting(model_setting),
+                  resume_run, not no_resume)
 
 
-def _run_personas(loaded: list[Any], catalog: Any, lab_path: Path, db: Path, audio_dir: Path, model: Path) -> None:
+def _run_personas(loaded: list[Any], catalog: Any, lab_path: Path, db: Path, audio_dir: Path, model: Path,
+                  resume_run: int | None, resume: bool) -> None:
     from orchestrator.lab import load_lab
-    from orchestrator.night import Night
+    from orchestrator.night import run_personas
     from orchestrator.progress import Progress
-    from orchestrator.run import RunRequest
     from orchestrator.validate import check_lab_bindings
 
     lab = load_lab(lab_path)
     check_lab_bindings(lab, lab_path, loaded)
     progress = Progress(stderr)
-    requests = [RunRequest(p, lab, catalog, db, audio_dir, model, asr_socket=Path(), asr_authkey=b"") for p in loaded]
-    night = Night(model, settings.data_dir() / "run", on_event=progress, on_phase=progress.phase)
-    summaries = night.run(requests)
+    summaries = run_personas(loaded, catalog, lab, db, audio_dir, model, progress, resume=resume,
+                             resume_run_id=resume_run)
     progress.summary(summaries, db, audio_dir)
     if any(s.status != "completed" for s in summaries):
         sys.exit(1)
@@ -333,6 +346,15 @@ def devices(backend: str) -> None:
         click.echo(f"{d.index:>3}  {d.name:<40} in {d.max_input_channels:>3}  out {d.max_output_channels:>3}  "
                    f"{d.default_rate:>7.0f} Hz")
 
+
+def _register_command_groups() -> None:
+    """Commands that live in modules of their own, each with its own imports kept lazy."""
+    from orchestrator.cli_catalog import catalog
+
+    main.add_command(catalog)
+
+
+_register_command_groups()
 
 if __name__ == "__main__":
     main()

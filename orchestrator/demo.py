@@ -15,17 +15,18 @@ from typing import Any
 
 from orchestrator import settings
 from orchestrator.audio import read_wav
-from orchestrator.catalog import Catalog, load_catalog
+from orchestrator.catalog import Catalog, Skill, load_catalog
 from orchestrator.echo_sim import EchoBrain, SideChannel, SimScript, SimulatedEcho, phrases
 from orchestrator.lab import EchoConfig, Endpointing, LabConfig
 from orchestrator.night import Night
-from orchestrator.persona import LoadedPersona, load_personas
+from orchestrator.persona import LoadedPersona, compile_plan, load_personas
 from orchestrator.progress import Progress
 from orchestrator.run import RunRequest, RunSummary
 from orchestrator.sound import open_backend, redirect_native_stderr
 from orchestrator.speech import Synthesizer, Voice
 from orchestrator.transcribe import check_model
 from orchestrator.virtual_lab import VirtualLab
+from orchestrator.vosk_models import model_language
 
 SIM_SCRIPT = Path(__file__).parent / "demo" / "echo_sim.yaml"
 #: Short enough that the demo's radio stream is cut quickly; long enough for every spoken reply.
@@ -73,7 +74,7 @@ def run_demo(options: DemoSettings, progress: Progress) -> list[RunSummary]:
 def _demo_night(options: DemoSettings, progress: Progress, night: Night, catalog: Catalog,
                 personas: list[LoadedPersona], lab_dir: Path) -> list[RunSummary]:
     night.begin_loading()
-    script = SimScript.load(SIM_SCRIPT)
+    script = SimScript.load(SIM_SCRIPT).with_catalog(skills_used(personas, catalog))
     progress.phase("rendering the simulated Echos' voice")
     clips = render_sim_voice(script, options.audio_dir)
     names = [p.persona.echo for p in personas]
@@ -87,13 +88,19 @@ def _demo_night(options: DemoSettings, progress: Progress, night: Night, catalog
                               backend=options.backends[i % len(options.backends)])  # type: ignore[arg-type]
                    for i, n in enumerate(names)],
             endpointing=DEMO_ENDPOINTING, virtual_lab=lab_dir,
+            reference_replies=not model_language(options.model).startswith("en"),
         )
         (lab_dir / "lab.yaml").write_text(_lab_yaml(lab))
         progress.phase("starting the simulated Echos")
-        with SimulatedEchos(lab_dir, names, clips, options.backends[0]):
+        with SimulatedEchos(lab_dir, names, script, clips, options.backends[0]):
             requests = [RunRequest(p, lab, catalog, options.db, options.audio_dir, options.model,
                                    asr_socket=Path(), asr_authkey=b"") for p in personas]
             return night.run(requests)
+
+
+def skills_used(personas: list[LoadedPersona], catalog: Catalog) -> list[Skill]:
+    ids = {step.skill_id for p in personas for step in compile_plan(p.persona, catalog) if step.skill_id}
+    return [catalog[skill_id] for skill_id in sorted(ids)]
 
 
 def render_sim_voice(script: SimScript, audio_dir: Path) -> dict[str, Path]:
@@ -103,7 +110,7 @@ def render_sim_voice(script: SimScript, audio_dir: Path) -> dict[str, Path]:
 
 def _reset_lab_logs(lab_dir: Path, names: list[str]) -> None:
     for name in names:
-        for suffix in ("said", "truth"):
+        for suffix in ("said", "truth", "replies"):
             (lab_dir / f"{name}.{suffix}.jsonl").unlink(missing_ok=True)
 
 
@@ -119,12 +126,13 @@ def _lab_yaml(lab: LabConfig) -> str:
 class SimulatedEchos:
     """Runs one `SimulatedEcho` per virtual Echo in a separate process, as real devices would be."""
 
-    def __init__(self, lab_dir: Path, names: list[str], clips: dict[str, Path], backend: str) -> None:
+    def __init__(self, lab_dir: Path, names: list[str], script: SimScript, clips: dict[str, Path],
+                 backend: str) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._stop = ctx.Event()
         self._ready = ctx.Event()
-        self._process = ctx.Process(target=_serve_echos, args=(lab_dir, names, clips, backend, self._stop, self._ready),
-                                    name="simulated-echos")
+        self._process = ctx.Process(target=_serve_echos, name="simulated-echos",
+                                    args=(lab_dir, names, script, clips, backend, self._stop, self._ready))
 
     def __enter__(self) -> SimulatedEchos:
         self._process.start()
@@ -141,10 +149,9 @@ class SimulatedEchos:
             self._process.join()
 
 
-def _serve_echos(lab_dir: Path, names: list[str], clip_paths: dict[str, Path], backend_name: str,
-                 stop: Any, ready: Any) -> None:
+def _serve_echos(lab_dir: Path, names: list[str], script: SimScript, clip_paths: dict[str, Path],
+                 backend_name: str, stop: Any, ready: Any) -> None:
     redirect_native_stderr(lab_dir / "logs" / "simulated-echos.log")
-    script = SimScript.load(SIM_SCRIPT)
     clips = {text: read_wav(path) for text, path in clip_paths.items()}
     backend = open_backend(backend_name)
     echos = [

@@ -20,7 +20,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,20 @@ class SimScript:
         data = yaml.safe_load(path.read_text()) or {}
         skills = tuple(SimSkill(**s) for s in data.pop("skills", []))
         return cls(skills=skills, **data)
+
+    def with_catalog(self, skills: list[Any]) -> SimScript:
+        """Every catalog skill can be enabled and opened; the script's own entries take precedence.
+
+        A skill whose catalog record says it needs account linking asks for it, as the store says.
+        """
+        known = {normalise(s.invocation) for s in self.skills}
+        extra = tuple(
+            SimSkill(name=s.name, invocation=s.invocation_name,
+                     enable="account_linking" if s.account_linking else "enabled",
+                     answers={"": [f"Here is something from {s.name}."]})
+            for s in skills if normalise(s.invocation_name) not in known
+        )
+        return replace(self, skills=self.skills + extra)
 
 
 @dataclass(frozen=True)
@@ -183,12 +197,38 @@ class SideChannel:
         self.path = path
         self._seq = 0
 
-    def announce(self, text: str, duration: float) -> None:
+    def announce(self, text: str, duration: float) -> str:
+        """Whisper the next prompt; returns its key, under which the Echo files its reply."""
         self._seq += 1
-        line = json.dumps({"key": f"{os.getpid()}-{time.monotonic_ns()}-{self._seq}", "text": text,
-                           "duration": duration})
+        key = f"{os.getpid()}-{time.monotonic_ns()}-{self._seq}"
+        line = json.dumps({"key": key, "text": text, "duration": duration})
         with open(self.path, "a") as fh:
             fh.write(line + "\n")
+        return key
+
+    @property
+    def replies_path(self) -> Path:
+        return self.path.with_name(self.path.name.replace(".said.", ".replies."))
+
+    def file_reply(self, key: str, reply: Reply) -> None:
+        """The Echo's side: what it is about to say in answer to prompt `key`."""
+        with open(self.replies_path, "a") as fh:
+            fh.write(json.dumps({"key": key, "kind": reply.kind, "text": reply.text}) + "\n")
+
+    def reply_to(self, key: str) -> Reply | None:
+        """What the simulated Echo said in answer to prompt `key`, if it has answered."""
+        try:
+            lines = self.replies_path.read_text().splitlines()
+        except FileNotFoundError:
+            return None
+        for line in reversed(lines):
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if data["key"] == key:
+                return Reply(data["kind"], tuple(p for p in [data["text"]] if p))
+        return None
 
     def latest(self) -> Announcement | None:
         try:
@@ -289,6 +329,7 @@ class SimulatedEcho:
         assert announcement is not None
         self._handled = announcement.key
         reply = self.brain.hear(announcement.text)
+        self.side.file_reply(announcement.key, reply)
         self._barge_in.clear()
         delay = speech_end + self.brain.script.latency - time.monotonic()
         if delay > 0:

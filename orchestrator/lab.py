@@ -61,6 +61,9 @@ class LabConfig(Strict):
     echos: list[EchoConfig] = Field(min_length=1)
     endpointing: Endpointing = Endpointing()
     virtual_lab: Path | None = None
+    # Virtual labs only: classify the simulated Echo's own reply text instead of the transcript,
+    # for a lab whose speech model does not know the Echo's language. Recorded with every run.
+    reference_replies: bool = False
 
     def echo(self, name: str) -> EchoConfig:
         for echo in self.echos:

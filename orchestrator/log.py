@@ -24,6 +24,7 @@ import json
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path, PurePath
@@ -752,3 +753,77 @@ def mark_stale_started(
     )
     with engine.begin() as connection:
         return connection.execute(stmt).rowcount
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What an interrupted run has behind it, as its rows tell."""
+
+    persona: str
+    steps: list[str]  # the words of every planned step, as recorded when the run began
+    done: set[int]  # steps not to repeat
+    attempts: dict[int, int]  # retry number for steps that were interrupted
+    enable_outcomes: dict[str, str | None]  # skill id -> what the last enable reply meant
+
+
+#: An interrupted step is retried once; interrupted again, it is left behind.
+MAX_ATTEMPTS = 2
+
+
+def resume_state(engine: Engine, run_id: int) -> ResumeState:
+    """Close the books of an interrupted run and reopen it: the caller continues where it stopped."""
+    mark_stale_started(engine, run_id)
+    with write_session(engine) as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise LookupError(f"no run with id {run_id}")
+        if run.status == "completed":
+            raise ValueError(f"run {run_id} is completed; there is nothing to resume")
+        persona = session.scalar(select(Persona.name).where(Persona.id == run.persona_id)) or ""
+        rows = session.execute(
+            select(Interaction.step_index, Interaction.attempt, Interaction.status, Interaction.kind,
+                   Interaction.skill_id, Interaction.reply_outcome)
+            .where(Interaction.run_id == run_id).order_by(Interaction.step_index, Interaction.attempt)
+        ).all()
+        run.status, run.finished_at, run.error = "running", None, None
+        steps = json.loads(run.config_json or "{}").get("steps", [])
+    return _resume_from_rows(persona, steps, rows)
+
+
+def _resume_from_rows(persona: str, steps: list[str], rows: Sequence[Any]) -> ResumeState:
+    done: set[int] = set()
+    attempts: dict[int, int] = {}
+    enable_outcomes: dict[str, str | None] = {}
+    for index, attempt, status, kind, skill_id, outcome in rows:
+        if status == "interrupted" and attempt + 1 < MAX_ATTEMPTS:
+            attempts[index] = attempt + 1
+            done.discard(index)
+            continue
+        done.add(index)
+        attempts.pop(index, None)
+        if kind == "enable" and skill_id:
+            enable_outcomes[skill_id] = outcome
+    return ResumeState(persona, steps, done, attempts, enable_outcomes)
+
+
+def resumable_run(engine: Engine, persona: str, since: datetime) -> int | None:
+    """The persona's latest run since `since` that stopped before its end, if any."""
+    stmt = (
+        select(Run.id).join(Persona, Persona.id == Run.persona_id)
+        .where(Persona.name == persona, Run.status.in_(("interrupted", "running")), Run.started_at >= since)
+        .order_by(Run.started_at.desc()).limit(1)
+    )
+    with engine.connect() as connection:
+        return connection.execute(stmt).scalar()
+
+
+def adopt_response_audio(engine: Engine, run_id: int, step_index: int, attempt: int, path: PurePath) -> bool:
+    """Point a step's row at its recording if nothing points at it yet; True if it did."""
+    with write_session(engine) as session:
+        row = session.scalar(select(Interaction).where(
+            Interaction.run_id == run_id, Interaction.step_index == step_index, Interaction.attempt == attempt))
+        if row is None or row.response_audio is not None:
+            return False
+        audio_dir = session.scalar(select(Run.audio_dir).where(Run.id == run_id))
+        row.response_audio = _audio_path(path, audio_dir)
+        return True

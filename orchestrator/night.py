@@ -10,21 +10,34 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import queue
 import secrets
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from orchestrator import log
-from orchestrator.run import PersonaRun, RunRequest, RunSummary, StepEvent
+from orchestrator import log, settings
+from orchestrator.catalog import Catalog
+from orchestrator.lab import LabConfig
+from orchestrator.persona import LoadedPersona
+from orchestrator.progress import Progress
+from orchestrator.run import PersonaRun, RunControls, RunRequest, RunSummary, StepEvent, account_for_audio
 from orchestrator.sound import redirect_native_stderr
 from orchestrator.transcribe import TranscriptionServer
 
 POLL_SECONDS = 0.2
+#: How long past a step's own deadline the watchdog waits before it kills the worker.
+WATCHDOG_GRACE = 10.0
+#: An interrupted run this recent is resumed rather than started over: the same night.
+RESUME_WINDOW = timedelta(hours=12)
 
 
 @dataclass(frozen=True)
@@ -40,12 +53,16 @@ class WorkerDone:
     error: str | None = None
 
 
-def _worker(request: RunRequest, events: Any, log_dir: Path) -> None:
+def _worker(request: RunRequest, events: Any, log_dir: Path, stop: Any, room_lock: Any) -> None:
     persona = request.persona.persona.name
     redirect_native_stderr(log_dir / f"{persona}.log")
+    # Ctrl-C reaches the whole process group; the night decides, and asks through `stop`.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: stop.set())
     try:
         runner = PersonaRun(request, on_event=events.put,
-                            on_start=lambda run_id: events.put(RunStarted(persona, run_id)))
+                            on_start=lambda run_id: events.put(RunStarted(persona, run_id)),
+                            controls=RunControls(stop, room_lock))
         events.put(WorkerDone(persona, runner.execute()))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which records it
         events.put(WorkerDone(persona, None, f"{type(exc).__name__}: {exc}"))
@@ -69,6 +86,9 @@ class Night:
         self._server = TranscriptionServer(model, self.socket_path, authkey=self.authkey)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
         self._loading: Future[Any] | None = None
+        self._ctx = multiprocessing.get_context("spawn")
+        self._stop = self._ctx.Event()
+        self.worker_pids: Callable[[], dict[str, int | None]] = dict
 
     def begin_loading(self) -> None:
         if self._loading is None:
@@ -76,16 +96,21 @@ class Night:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             self._loading = self._pool.submit(self._server.start)
 
+    def __enter__(self) -> Night:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def run(self, requests: list[RunRequest]) -> list[RunSummary]:
+        """Run the personas to their end; the model stays loaded for another `run` until `close()`."""
+        self.worker_pids = dict  # none yet: never report the previous night's workers
         self.begin_loading()
         assert self._loading is not None
-        try:
-            self._loading.result()  # a broken model raises here, before any persona starts
-            self.on_phase(f"starting {len(requests)} persona(s)")
-            requests = [replace(r, asr_socket=self.socket_path, asr_authkey=self.authkey) for r in requests]
-            return self._run_workers(requests)
-        finally:
-            self.close()
+        self._loading.result()  # a broken model raises here, before any persona starts
+        self.on_phase(f"starting {len(requests)} persona(s)")
+        requests = [replace(r, asr_socket=self.socket_path, asr_authkey=self.authkey) for r in requests]
+        return self._run_workers(requests)
 
     def close(self) -> None:
         if self._loading is not None:
@@ -94,55 +119,34 @@ class Night:
                 self._loading.result()
         self._server.stop()
         self._pool.shutdown()
+        self._loading = None
+
+    def request_stop(self) -> None:
+        """Let every worker finish its current utterance, mark its run interrupted, and exit."""
+        self.on_phase("stopping: each Echo finishes its current step")
+        self._stop.set()
+
+    @contextlib.contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """SIGTERM or Ctrl-C ask for a clean stop; a second Ctrl-C does not wait for it."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        def first(_sig: int, _frame: Any) -> None:
+            self.request_stop()
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        saved = {sig: signal.signal(sig, first) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
 
     def _run_workers(self, requests: list[RunRequest]) -> list[RunSummary]:
-        ctx = multiprocessing.get_context("spawn")
-        events = ctx.Queue()
-        log_dir = self.work_dir / "logs"
-        workers = {r.persona.persona.name: ctx.Process(target=_worker, args=(r, events, log_dir), daemon=False,
-                                                         name=f"persona-{r.persona.persona.name}")
-                   for r in requests}
-        for proc in workers.values():
-            proc.start()
-        by_name = {r.persona.persona.name: r for r in requests}
-        run_ids: dict[str, int] = {}
-        done: dict[str, RunSummary] = {}
-        try:
-            while len(done) < len(workers):
-                self._drain(events, run_ids, done, by_name)
-                for name, proc in workers.items():
-                    if name not in done and not proc.is_alive():
-                        self._drain(events, run_ids, done, by_name)
-                        if name not in done:
-                            error = f"worker exited with code {proc.exitcode}"
-                            done[name] = _bury(by_name[name], run_ids.get(name), error)
-        finally:
-            for proc in workers.values():
-                proc.join(timeout=5)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
-        return [done[r.persona.persona.name] for r in requests]
-
-    def _drain(self, events: Any, run_ids: dict[str, int], done: dict[str, RunSummary],
-               by_name: dict[str, RunRequest]) -> None:
-        try:
-            event = events.get(timeout=POLL_SECONDS)
-        except queue.Empty:
-            return
-        while True:
-            match event:
-                case RunStarted(persona, run_id):
-                    run_ids[persona] = run_id
-                case WorkerDone(persona, summary, error):
-                    done[persona] = summary or _bury(by_name[persona], run_ids.get(persona), error or "unknown")
-                case StepEvent():
-                    self.on_event(event)
-            try:
-                event = events.get_nowait()
-            except queue.Empty:
-                return
-
+        workers = _Workers(self._ctx, requests, self.work_dir / "logs", self._stop, self.on_event)
+        self.worker_pids = workers.pids
+        with self.stop_on_signals():
+            return workers.watch()
 
 def _socket_path(work_dir: Path) -> Path:
     """A Unix socket path must fit in 108 bytes; a deep lab folder gets one in /tmp instead."""
@@ -152,12 +156,150 @@ def _socket_path(work_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="orch-asr-")) / "asr.sock"
 
 
-def _bury(request: RunRequest, run_id: int | None, error: str) -> RunSummary:
-    """Close the log of a worker that died without reporting."""
-    persona = request.persona.persona
-    summary = RunSummary(run_id or 0, persona.name, persona.echo, status="failed", error=error)
-    if run_id is not None:
-        engine = log.open_log(request.db_path)
-        log.mark_stale_started(engine, run_id, error=f"worker died: {error}")
-        log.finish_run(engine, run_id, "failed", error=error)
-    return summary
+class RoomLock:
+    """Two Echos of one room never speak at once; a worker killed while holding it is let go."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._lock = ctx.Lock()
+        self._holder = ctx.Value("i", 0, lock=False)
+
+    def __enter__(self) -> RoomLock:
+        self._lock.acquire()
+        self._holder.value = os.getpid()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._holder.value = 0
+        self._lock.release()
+
+    def release_if_held_by(self, pid: int | None) -> None:
+        if pid is not None and self._holder.value == pid:
+            self._holder.value = 0
+            self._lock.release()
+
+
+class _Workers:
+    """The worker processes of one night, and the watchdog that keeps them honest."""
+
+    def __init__(self, ctx: Any, requests: list[RunRequest], log_dir: Path, stop: Any,
+                 on_event: Callable[[StepEvent], None]) -> None:
+        self.events = ctx.Queue()
+        self.on_event = on_event
+        self.requests = {r.persona.persona.name: r for r in requests}
+        rooms = {r.lab.echo(r.persona.persona.echo).room_key for r in requests}
+        # Held here for the workers' lifetime: a spawned child rebuilds a lock from its name, which
+        # vanishes when the parent's last reference does.
+        self.room_locks = {room: RoomLock(ctx) for room in rooms}
+        self.procs = {
+            name: ctx.Process(target=_worker, name=f"persona-{name}",
+                              args=(r, self.events, log_dir, stop, self._room_lock(r)))
+            for name, r in self.requests.items()
+        }
+        self.run_ids: dict[str, int] = {}
+        self.deadlines: dict[str, tuple[float, int]] = {}
+        self.done: dict[str, RunSummary] = {}
+        self.order = [r.persona.persona.name for r in requests]
+        for proc in self.procs.values():
+            proc.start()
+
+    def _room_lock(self, request: RunRequest) -> Any:
+        return self.room_locks[request.lab.echo(request.persona.persona.echo).room_key]
+
+    def pids(self) -> dict[str, int | None]:
+        return {name: proc.pid for name, proc in self.procs.items()}
+
+    def watch(self) -> list[RunSummary]:
+        try:
+            while len(self.done) < len(self.procs):
+                self._drain()
+                self._reap_dead()
+                self._enforce_deadlines()
+        finally:
+            for proc in self.procs.values():
+                proc.join(timeout=5)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+        return [self.done[name] for name in self.order]
+
+    def _drain(self) -> None:
+        try:
+            event = self.events.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            return
+        while True:
+            self._handle(event)
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, event: Any) -> None:
+        match event:
+            case RunStarted(persona, run_id):
+                self.run_ids[persona] = run_id
+            case WorkerDone(persona, summary, error):
+                self.done[persona] = summary or self._bury(persona, error or "unknown", resumable=False)
+            case StepEvent():
+                if event.status == "running" and event.deadline is not None:
+                    self.deadlines[event.persona] = (event.deadline, event.index)
+                self.on_event(event)
+
+    def _reap_dead(self) -> None:
+        for name, proc in self.procs.items():
+            if name not in self.done and not proc.is_alive():
+                self._drain()  # its last words may still be in the queue
+                if name not in self.done:
+                    self._room_lock(self.requests[name]).release_if_held_by(proc.pid)
+                    killed = proc.exitcode is not None and proc.exitcode < 0
+                    how = f"killed by signal {-proc.exitcode}" if killed else f"exited with code {proc.exitcode}"
+                    self.done[name] = self._bury(name, f"worker {how}", resumable=killed)
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for name, (deadline, step) in list(self.deadlines.items()):
+            proc = self.procs[name]
+            if name not in self.done and now > deadline + WATCHDOG_GRACE and proc.is_alive():
+                proc.kill()
+                proc.join()
+                self._room_lock(self.requests[name]).release_if_held_by(proc.pid)
+                self.done[name] = self._bury(name, f"watchdog: step {step} made no progress past its deadline; "
+                                                   "worker killed", resumable=True)
+
+    def _bury(self, persona: str, error: str, resumable: bool) -> RunSummary:
+        """Close the log of a worker that died without reporting.
+
+        A worker killed from outside (kill -9, the watchdog) leaves an `interrupted` run that the
+        next start resumes; one that crashed on its own leaves a `failed` run.
+        """
+        request = self.requests[persona]
+        status = "interrupted" if resumable else "failed"
+        run_id = self.run_ids.get(persona)
+        summary = RunSummary(run_id or 0, persona, request.persona.persona.echo, status=status, error=error)
+        if run_id is not None:
+            engine = log.open_log(request.db_path)
+            log.mark_stale_started(engine, run_id, error=f"worker died: {error}")
+            account_for_audio(engine, settings.recordings_dir(request.audio_dir), run_id)
+            log.finish_run(engine, run_id, status, error=error)
+        return summary
+
+
+def run_personas(personas: list[LoadedPersona], catalog: Catalog, lab: LabConfig, db: Path, audio_dir: Path,
+                 model: Path, progress: Progress | None = None, scheduled_for: datetime | None = None,
+                 work_dir: Path | None = None, resume: bool = True,
+                 resume_run_id: int | None = None) -> list[RunSummary]:
+    """Run validated personas now, each on its Echo of the lab, and return how each run ended.
+
+    A persona whose run was interrupted within the last `RESUME_WINDOW` continues that run
+    instead of starting a new one (unless `resume` is false).
+    """
+    engine = log.open_log(db)
+    since = datetime.now(UTC) - RESUME_WINDOW
+    requests = [RunRequest(p, lab, catalog, db, audio_dir, model, asr_socket=Path(), asr_authkey=b"",
+                           scheduled_for=scheduled_for,
+                           resume_run_id=resume_run_id or (log.resumable_run(engine, p.persona.name, since)
+                                                           if resume else None))
+                for p in personas]
+    with Night(model, work_dir or settings.data_dir() / "run", on_event=progress or (lambda _event: None),
+               on_phase=progress.phase if progress else lambda _m: None) as night:
+        return night.run(requests)

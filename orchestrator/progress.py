@@ -18,7 +18,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from orchestrator.run import RunSummary, StepEvent
 
-STATUS_STYLE = {"ok": "green", "no_response": "yellow", "max_length": "cyan"}
+STATUS_STYLE = {"ok": "green", "no_response": "yellow", "max_length": "cyan", "skipped": "dim"}
 
 
 def operator_console() -> Console:
@@ -79,11 +79,13 @@ class Progress:
         if self._live is not None:
             self._live.stop()
         table = Table(title="Night summary")
-        for column in ("persona", "echo", "run", "status", "steps", "ok", "no answer", "cut", "errors", "audio s"):
+        columns = ("persona", "echo", "run", "status", "steps", "ok", "no answer", "cut", "skipped", "errors",
+                   "audio s")
+        for column in columns:
             table.add_column(column, justify="left" if column in ("persona", "echo", "status") else "right")
         for s in summaries:
             table.add_row(s.persona, s.echo, str(s.run_id), s.status, str(s.steps), str(s.ok), str(s.no_response),
-                          str(s.max_length), str(s.errors), f"{s.audio_seconds:.1f}")
+                          str(s.max_length), str(s.skipped), str(s.errors), f"{s.audio_seconds:.1f}")
         self.console.print(table)
         for s in summaries:
             if s.error:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from orchestrator.catalog import Catalog
 from orchestrator.echo_sim import SideChannel
 from orchestrator.lab import EchoConfig, LabConfig
 from orchestrator.persona import LoadedPersona, PlannedStep, compile_plan
+from orchestrator.reaction import PlanReaction
 from orchestrator.sound import DeviceError, Microphone, Playback, Speaker, open_backend
 from orchestrator.speech import SynthesisError, Synthesizer, Voice
 from orchestrator.transcribe import Transcript, TranscriptionClient, TranscriptionError
@@ -59,6 +61,7 @@ class Exchange:
     transcript: Transcript | None
     transcript_error: str | None
     overflows: int
+    reply_key: str | None = None  # the prompt's key on a virtual lab's side channel
 
 
 @dataclass
@@ -73,6 +76,7 @@ class StepEvent:
     status: str
     text: str = ""
     audio_seconds: float = 0.0
+    deadline: float | None = None  # monotonic time by which a running step must have ended
 
 
 @dataclass
@@ -85,6 +89,7 @@ class RunSummary:
     ok: int = 0
     no_response: int = 0
     max_length: int = 0
+    skipped: int = 0
     errors: int = 0
     audio_seconds: float = 0.0
     error: str | None = None
@@ -100,6 +105,8 @@ class RunSummary:
             self.no_response += 1
         elif status == "max_length":
             self.max_length += 1
+        elif status == "skipped":
+            self.skipped += 1
         else:
             self.errors += 1
 
@@ -154,8 +161,7 @@ class Rig:
         self.mic.close()
 
     def exchange(self, prompt: Prompt, endpoint: EndpointConfig, listen_seconds: float | None) -> Exchange:
-        if self.side_channel is not None:
-            self.side_channel.announce(prompt.text, prompt.clip.duration)
+        key = self.side_channel.announce(prompt.text, prompt.clip.duration) if self.side_channel else None
         self.mic.drain()
         overflows_before = self.mic.overflows
         playback = self.speaker.play(prompt.clip)
@@ -173,7 +179,14 @@ class Rig:
         detected_at = time.monotonic()
         transcript, transcript_error = _finish_transcript(stream)
         return Exchange(playback, playback.ended, bounds, bytes(recorded), detected_at, transcript,
-                        transcript_error, self.mic.overflows - overflows_before)
+                        transcript_error, self.mic.overflows - overflows_before, key)
+
+    def reference_reply(self, key: str | None) -> str | None:
+        """What a simulated Echo says it answered (virtual labs only)."""
+        if self.side_channel is None or key is None:
+            return None
+        reply = self.side_channel.reply_to(key)
+        return reply.text if reply is not None else ""
 
     @staticmethod
     def _after(chunk: Any, start: float) -> bytes:
@@ -223,18 +236,35 @@ class RunRequest:
     asr_socket: Path
     asr_authkey: bytes
     scheduled_for: datetime | None = None
+    resume_run_id: int | None = None
+
+
+class RunControls:
+    """What a worker shares with its night: the stop request and its room's lock."""
+
+    def __init__(self, stop: Any = None, room_lock: Any = None) -> None:
+        self.stop = stop if stop is not None else threading.Event()
+        self.room_lock = room_lock if room_lock is not None else threading.Lock()
+
+
+#: Beyond the longest a step can legitimately take; the night's watchdog kills a worker past it.
+STEP_SLACK_SECONDS = 30.0
 
 
 class PersonaRun:
     def __init__(self, request: RunRequest, on_event: Callable[[StepEvent], None] | None = None,
-                 on_start: Callable[[int], None] | None = None) -> None:
+                 on_start: Callable[[int], None] | None = None, controls: RunControls | None = None) -> None:
         self.request = request
+        self.controls = controls or RunControls()
         self.on_start = on_start or (lambda _run_id: None)
         self.persona = request.persona.persona
         self.echo = request.lab.echo(self.persona.echo)
         self.steps = compile_plan(self.persona, request.catalog)
         self.on_event = on_event or (lambda _event: None)
         self.engine: Engine = log.open_log(request.db_path)
+        self.reaction = PlanReaction(request.catalog)
+        self.done: set[int] = set()  # steps a resumed run has behind it
+        self.attempts: dict[int, int] = {}  # retry number of steps that were interrupted before
         self.recordings = settings.recordings_dir(request.audio_dir)
 
     def execute(self) -> RunSummary:
@@ -242,7 +272,10 @@ class PersonaRun:
         with Synthesizer(settings.tts_cache_dir(self.request.audio_dir), voice) as synth:
             prompts = prepare_prompts(self.request.persona, self.steps, synth, self.request.audio_dir)
             engine_info = synth.engine_description()
-        run_id = self._start_run(engine_info)
+        if self.request.resume_run_id is not None:
+            run_id = self._resume(self.request.resume_run_id)
+        else:
+            run_id = self._start_run(engine_info)
         self.on_start(run_id)
         summary = RunSummary(run_id, self.persona.name, self.echo.name)
         try:
@@ -258,6 +291,21 @@ class PersonaRun:
             log.finish_run(self.engine, run_id, "completed")
         return summary
 
+    def _resume(self, run_id: int) -> int:
+        """Continue an interrupted run: done steps are kept, the interrupted one is retried once."""
+        state = log.resume_state(self.engine, run_id)
+        if state.persona != self.persona.name:
+            raise ValueError(f"run {run_id} belongs to persona {state.persona!r}, not {self.persona.name!r}")
+        planned = self._resolved_config()["steps"]
+        if state.steps != planned:
+            raise ValueError(f"run {run_id} was made from a different plan; it cannot be resumed with this one")
+        self.done = state.done
+        self.attempts = state.attempts
+        account_for_audio(self.engine, self.recordings, run_id)
+        for skill_id, outcome in state.enable_outcomes.items():
+            self.reaction.learn_enable(skill_id, outcome)
+        return run_id
+
     def _open_rig(self, prompts: dict[int, Prompt]) -> Rig:
         lab = self.request.lab
         side = SideChannel(lab.virtual_lab / f"{self.echo.name}.said.jsonl") if lab.virtual_lab else None
@@ -267,11 +315,25 @@ class PersonaRun:
 
     def _steps(self, rig: Rig, prompts: dict[int, Prompt], summary: RunSummary) -> None:
         for step in self.steps:
+            if step.index in self.done:
+                continue
+            if self.controls.stop.is_set():
+                summary.status, summary.error = "interrupted", "stopped by the operator before step " \
+                    f"{step.index}"
+                log.finish_run(self.engine, summary.run_id, "interrupted", error=summary.error)
+                return
+            self._emit(step, "running", 0.0, prompts[step.index].text if step.index in prompts else "",
+                       deadline=time.monotonic() + self._longest(step, prompts))
+            time.sleep(step.delay)
             if step.kind == "pause":
                 time.sleep(step.pause_seconds or 0.0)
                 continue
+            if reason := self.reaction.skip_reason(step):
+                self._skip(step, prompts[step.index], summary, reason)
+                continue
             try:
-                status, seconds = self._step(rig, step, prompts[step.index], summary.run_id)
+                with self.controls.room_lock:  # two Echos of one room would hear each other
+                    status, seconds = self._step(rig, step, prompts[step.index], summary.run_id)
             except DeviceError as exc:
                 summary.count("error", 0.0)
                 self._fail(summary, f"device failed at step {step.index}: {exc}")
@@ -279,10 +341,25 @@ class PersonaRun:
             summary.count(status, seconds)
             self._emit(step, status, seconds, prompts[step.index].text)
 
+    def _longest(self, step: PlannedStep, prompts: dict[int, Prompt]) -> float:
+        """The most a step may take before the night's watchdog calls the worker stuck."""
+        cfg = self._endpoint(step)
+        prompt = prompts[step.index].clip.duration if step.index in prompts else 0.0
+        listening = cfg.no_answer_timeout + cfg.max_reply + cfg.hangover
+        return (step.delay + (step.pause_seconds or 0.0) + prompt + listening + TRANSCRIPT_TIMEOUT
+                + STEP_SLACK_SECONDS)
+
+    def _skip(self, step: PlannedStep, prompt: Prompt, summary: RunSummary, reason: str) -> None:
+        row = log.start_interaction(self.engine, run_id=summary.run_id, step_index=step.index, kind=step.kind,
+                                    skill_id=step.skill_id, prompt_text=prompt.text, prompt_audio=prompt.path)
+        log.finish_interaction(self.engine, row, "skipped", error=reason)
+        summary.count("skipped", 0.0)
+        self._emit(step, "skipped", 0.0, prompt.text)
+
     def _step(self, rig: Rig, step: PlannedStep, prompt: Prompt, run_id: int) -> tuple[str, float]:
         row = log.start_interaction(
             self.engine, run_id=run_id, step_index=step.index, kind=step.kind, skill_id=step.skill_id,
-            prompt_text=prompt.text, prompt_audio=prompt.path,
+            prompt_text=prompt.text, prompt_audio=prompt.path, attempt=self.attempts.get(step.index, 0),
         )
         self._emit(step, "running", 0.0, prompt.text)
         try:
@@ -293,22 +370,30 @@ class PersonaRun:
         except Exception as exc:  # noqa: BLE001 - a step's failure is recorded, the night goes on
             log.finish_interaction(self.engine, row, "error", error=_describe(exc))
             return "error", 0.0
-        return self._record(row, step, prompt, exchange, run_id)
+        return self._record(row, step, prompt, exchange, run_id, rig)
 
-    def _record(self, row: int, step: PlannedStep, prompt: Prompt, ex: Exchange, run_id: int) -> tuple[str, float]:
-        audio = self.recordings / str(run_id) / f"{step.index:03d}-{step.kind}.wav"
+    def _record(self, row: int, step: PlannedStep, prompt: Prompt, ex: Exchange, run_id: int,
+                rig: Rig) -> tuple[str, float]:
+        attempt = self.attempts.get(step.index, 0)
+        audio = self.recordings / str(run_id) / f"{step.index:03d}-{attempt}-{step.kind}.wav"
         write_wav_atomic(audio, Clip(ex.recorded, MIC_FORMAT))
         status = ex.bounds.outcome.value
-        fields = _exchange_fields(prompt, ex)
+        judgement = self.reaction.judge(step, self._reply_text(ex, rig), status)
+        fields = _exchange_fields(prompt, ex) | judgement.fields()
         if ex.transcript_error:
             status = "error"
         log.finish_interaction(self.engine, row, status, response_audio=audio, error=ex.transcript_error,
                                **fields)
         if step.kind in ("enable", "disable") and step.skill_id:
-            outcome = status if status != "ok" else "replied"
+            outcome = judgement.verdict.outcome if judgement.verdict else status
             log.record_install(self.engine, run_id=run_id, skill_id=step.skill_id, action=step.kind,
                                outcome=outcome, interaction_id=row)
         return status, MIC_FORMAT.seconds(len(ex.recorded))
+
+    def _reply_text(self, ex: Exchange, rig: Rig) -> str | None:
+        if self.request.lab.reference_replies:
+            return rig.reference_reply(ex.reply_key)
+        return ex.transcript.text if ex.transcript else None
 
     def _endpoint(self, step: PlannedStep) -> EndpointConfig:
         endpointing = self.request.lab.endpointing
@@ -345,6 +430,7 @@ class PersonaRun:
             "persona": self.persona.model_dump(mode="json"),
             "echo": self.echo.model_dump(mode="json"),
             "endpointing": self.request.lab.endpointing.model_dump(mode="json"),
+            "reference_replies": self.request.lab.reference_replies,
             "steps": [s.spoken(self.persona.wake.word) if s.kind != "pause" else f"(pause {s.pause_seconds} s)"
                       for s in self.steps],
         }
@@ -354,9 +440,9 @@ class PersonaRun:
         log.finish_run(self.engine, summary.run_id, "failed", error=error)
         return summary
 
-    def _emit(self, step: PlannedStep, status: str, seconds: float, text: str) -> None:
+    def _emit(self, step: PlannedStep, status: str, seconds: float, text: str, deadline: float | None = None) -> None:
         self.on_event(StepEvent(self.persona.name, self.echo.name, step.index, len(self.steps), step.kind,
-                                status, text, seconds))
+                                status, text, seconds, deadline))
 
 
 def _exchange_fields(prompt: Prompt, ex: Exchange) -> dict[str, Any]:
@@ -384,6 +470,20 @@ def _exchange_fields(prompt: Prompt, ex: Exchange) -> dict[str, Any]:
             "asr_rtf": t.decode_seconds / t.audio_seconds if t.audio_seconds else None,
         }
     return fields
+
+
+def account_for_audio(engine: Engine, recordings: Path, run_id: int) -> None:
+    """After a kill: drop half-written temp files, attach complete recordings to their rows.
+
+    A recording is renamed into place before its row is updated; a kill between the two leaves
+    a complete WAV that its (now interrupted) row does not point at yet.
+    """
+    folder = recordings / str(run_id)
+    for tmp in folder.glob(".*.tmp"):
+        tmp.unlink()
+    for wav in sorted(folder.glob("*.wav")):
+        index, attempt, _kind = wav.stem.split("-", 2)
+        log.adopt_response_audio(engine, run_id, int(index), int(attempt), wav)
 
 
 def wall_time(monotonic: float) -> datetime:

@@ -165,13 +165,29 @@ class VirtualLab:
         return self.echos[name]
 
     def remove_echo(self, name: str) -> None:
-        """Unplug an Echo's speaker and microphone, as a pulled USB cable would."""
+        """Unplug an Echo's speaker and microphone, as a pulled USB cable would.
+
+        PulseAudio would move the streams of a removed sink to another one and they would carry
+        on; a vanished device ends them, so they are killed first.
+        """
         echo = self.echos.pop(name)
+        sinks = set(echo.sinks())
+        self._kill_streams("sink-inputs", "sinks", sinks)
+        self._kill_streams("source-outputs", "sources", {f"{sink}.monitor" for sink in sinks})
         for sink in echo.sinks():
             proc = self._keepalive.pop(sink, None)
             if proc is not None:
                 _terminate(proc)
             self.pactl("unload-module", str(self._modules.pop(sink)))
+
+    def _kill_streams(self, streams: str, devices: str, names: set[str]) -> None:
+        indices = {line.split()[0] for line in self.pactl("list", "short", devices).splitlines()
+                   if len(line.split()) > 1 and line.split()[1] in names}
+        for line in self.pactl("list", "short", streams).splitlines():
+            fields = line.split()
+            if len(fields) > 1 and fields[1] in indices:
+                kind = "kill-sink-input" if streams == "sink-inputs" else "kill-source-output"
+                self.pactl(kind, fields[0])
 
     def pactl(self, *args: str) -> str:
         env = {**os.environ, **self.client_env()}

