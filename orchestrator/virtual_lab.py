@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -187,7 +188,21 @@ class VirtualLab:
             fields = line.split()
             if len(fields) > 1 and fields[1] in indices:
                 kind = "kill-sink-input" if streams == "sink-inputs" else "kill-source-output"
-                self.pactl(kind, fields[0])
+                self._cli(f"{kind} {fields[0]}")
+
+    def _cli(self, command: str) -> None:
+        """One command on PulseAudio's text protocol (what pacmd speaks, without its PID file check)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(str(self.runtime / "cli"))
+            conn.sendall(f"{command}\n".encode())
+            # Without a terminal the server sends no prompt, and a kill that worked prints nothing.
+            conn.settimeout(0.3)
+            try:
+                reply = conn.recv(4096).decode(errors="replace").strip()
+            except TimeoutError:
+                reply = ""
+        if reply:
+            raise LabError(f"PulseAudio refused {command!r}: {reply}")
 
     def pactl(self, *args: str) -> str:
         env = {**os.environ, **self.client_env()}
@@ -244,6 +259,8 @@ class VirtualLab:
         (runtime / "state").mkdir(exist_ok=True)
         (runtime / "pa.conf").write_text(
             f"load-module module-native-protocol-unix auth-anonymous=1 socket={runtime / 'native'}\n"
+            # pacmd talks to this one: it alone can end a stream, as an unplugged device does.
+            f"load-module module-cli-protocol-unix socket={runtime / 'cli'}\n"
         )
 
     def _start_server(self, timeout: float) -> None:
