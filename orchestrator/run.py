@@ -249,6 +249,10 @@ class RunControls:
 
 #: Beyond the longest a step can legitimately take; the night's watchdog kills a worker past it.
 STEP_SLACK_SECONDS = 30.0
+#: A step that ends in error is tried again this many times (a new row each time, `attempt` + 1).
+STEP_RETRIES = 1
+#: This many steps in a row ending in error abort the persona's night (OpenWPM's failure budget).
+FAILURE_BUDGET = 5
 
 
 class PersonaRun:
@@ -263,6 +267,7 @@ class PersonaRun:
         self.on_event = on_event or (lambda _event: None)
         self.engine: Engine = log.open_log(request.db_path)
         self.reaction = PlanReaction(request.catalog)
+        self.budget = 0  # steps in a row that ended in error
         self.done: set[int] = set()  # steps a resumed run has behind it
         self.attempts: dict[int, int] = {}  # retry number of steps that were interrupted before
         self.recordings = settings.recordings_dir(request.audio_dir)
@@ -332,22 +337,36 @@ class PersonaRun:
                 self._skip(step, prompts[step.index], summary, reason)
                 continue
             try:
-                with self.controls.room_lock:  # two Echos of one room would hear each other
-                    status, seconds = self._step(rig, step, prompts[step.index], summary.run_id)
+                status = self._attempt(rig, step, prompts[step.index], summary)
             except DeviceError as exc:
                 summary.count("error", 0.0)
                 self._fail(summary, f"device failed at step {step.index}: {exc}")
                 return
+            self.budget = self.budget + 1 if status == "error" else 0
+            if self.budget >= FAILURE_BUDGET:
+                self._fail(summary, f"failure budget spent: {self.budget} steps in a row ended in error "
+                                    f"(last: step {step.index})")
+                return
+
+    def _attempt(self, rig: Rig, step: PlannedStep, prompt: Prompt, summary: RunSummary) -> str:
+        """Run a step; one that ends in error is tried again, at most `STEP_RETRIES` times."""
+        first = self.attempts.get(step.index, 0)
+        for attempt in range(first, first + STEP_RETRIES + 1):
+            self.attempts[step.index] = attempt
+            with self.controls.room_lock:  # two Echos of one room would hear each other
+                status, seconds = self._step(rig, step, prompt, summary.run_id)
             summary.count(status, seconds)
-            self._emit(step, status, seconds, prompts[step.index].text)
+            self._emit(step, status, seconds, prompt.text)
+            if status != "error":
+                break
+        return status
 
     def _longest(self, step: PlannedStep, prompts: dict[int, Prompt]) -> float:
         """The most a step may take before the night's watchdog calls the worker stuck."""
         cfg = self._endpoint(step)
         prompt = prompts[step.index].clip.duration if step.index in prompts else 0.0
-        listening = cfg.no_answer_timeout + cfg.max_reply + cfg.hangover
-        return (step.delay + (step.pause_seconds or 0.0) + prompt + listening + TRANSCRIPT_TIMEOUT
-                + STEP_SLACK_SECONDS)
+        one_attempt = prompt + cfg.no_answer_timeout + cfg.max_reply + cfg.hangover + TRANSCRIPT_TIMEOUT
+        return step.delay + (step.pause_seconds or 0.0) + (STEP_RETRIES + 1) * one_attempt + STEP_SLACK_SECONDS
 
     def _skip(self, step: PlannedStep, prompt: Prompt, summary: RunSummary, reason: str) -> None:
         row = log.start_interaction(self.engine, run_id=summary.run_id, step_index=step.index, kind=step.kind,
