@@ -30,7 +30,7 @@ from orchestrator.lab import LabConfig
 from orchestrator.persona import LoadedPersona
 from orchestrator.progress import Progress
 from orchestrator.run import PersonaRun, RunControls, RunRequest, RunSummary, StepEvent, account_for_audio
-from orchestrator.sound import redirect_native_stderr
+from orchestrator.sound import DeviceError, check_devices, redirect_native_stderr
 from orchestrator.transcribe import TranscriptionServer
 
 POLL_SECONDS = 0.2
@@ -293,6 +293,7 @@ def run_personas(personas: list[LoadedPersona], catalog: Catalog, lab: LabConfig
     A persona whose run was interrupted within the last `RESUME_WINDOW` continues that run
     instead of starting a new one (unless `resume` is false).
     """
+    check_rig(lab, personas)
     engine = log.open_log(db)
     since = datetime.now(UTC) - RESUME_WINDOW
     requests = [RunRequest(p, lab, catalog, db, audio_dir, model, asr_socket=Path(), asr_authkey=b"",
@@ -303,3 +304,14 @@ def run_personas(personas: list[LoadedPersona], catalog: Catalog, lab: LabConfig
     with Night(model, work_dir or settings.data_dir() / "run", on_event=progress or (lambda _event: None),
                on_phase=progress.phase if progress else lambda _m: None) as night:
         return night.run(requests)
+
+
+def check_rig(lab: LabConfig, personas: list[LoadedPersona]) -> None:
+    """Every persona's speaker and microphone must be there before the night begins."""
+    wanted = []
+    for loaded in personas:
+        echo = lab.echo(loaded.persona.echo)
+        wanted += [(lab.backend_of(echo), echo.speaker, "output"), (lab.backend_of(echo), echo.microphone, "input")]
+    problems = check_devices(wanted)
+    if problems:
+        raise DeviceError("the lab is not ready, nothing was started:\n" + "\n".join(f"  {p}" for p in problems))

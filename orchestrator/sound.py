@@ -406,3 +406,28 @@ def open_backend(name: str) -> AudioBackend:
         return PyAudioBackend()
     raise DeviceError(f"unknown audio backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
+
+
+def check_devices(wanted: list[tuple[str, str, str]]) -> list[str]:
+    """Which of (backend, device name, "input"|"output") cannot be opened by name, and why.
+
+    Asked in a short-lived child process: PortAudio fixes its device list when it initialises,
+    and a long-running scheduler must see tonight's devices, not those of the day it started.
+    """
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_device_problems, (wanted,))
+
+
+def _device_problems(wanted: list[tuple[str, str, str]]) -> list[str]:
+    problems = []
+    listings: dict[str, list[DeviceInfo]] = {}
+    for backend, name, kind in wanted:
+        if backend not in listings:
+            listings[backend] = open_backend(backend).devices()
+        try:
+            resolve_device(name, listings[backend], kind)
+        except DeviceError as exc:
+            problems.append(str(exc))
+    return problems
