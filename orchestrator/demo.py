@@ -43,6 +43,7 @@ class DemoSettings:
     lab_dir: Path | None = None
     personas_dir: Path | None = None
     catalog_dir: Path | None = None
+    sim_script: Path = SIM_SCRIPT  # what the simulated Echos answer
 
 
 def demo_personas(folder: Path, catalog: Catalog, echos: int) -> list[LoadedPersona]:
@@ -74,7 +75,7 @@ def run_demo(options: DemoSettings, progress: Progress) -> list[RunSummary]:
 def _demo_night(options: DemoSettings, progress: Progress, night: Night, catalog: Catalog,
                 personas: list[LoadedPersona], lab_dir: Path) -> list[RunSummary]:
     night.begin_loading()
-    script = SimScript.load(SIM_SCRIPT).with_catalog(skills_used(personas, catalog))
+    script = SimScript.load(options.sim_script).with_catalog(skills_used(personas, catalog))
     progress.phase("rendering the simulated Echos' voice")
     clips = render_sim_voice(script, options.audio_dir)
     names = [p.persona.echo for p in personas]
