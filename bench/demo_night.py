@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import sqlite3
 import statistics
 import sys
+import threading
 import time
 import wave
 from datetime import datetime
@@ -109,6 +112,67 @@ def offline_rtf(model: Path, audio_dir: Path, db_path: Path) -> dict[str, float]
             "rtf_per_core": decode_seconds / audio_seconds if audio_seconds else float("nan")}
 
 
+class LabSampler:
+    """Resident memory of every process of the lab (this one and its descendants), once a second."""
+
+    def __init__(self) -> None:
+        self.peak_rss = 0
+        self.samples: list[tuple[float, int, int]] = []  # (seconds, rss bytes, open files)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._started = time.monotonic()
+
+    def __enter__(self) -> LabSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1.0):
+            rss, files = lab_footprint()
+            self.peak_rss = max(self.peak_rss, rss)
+            self.samples.append((time.monotonic() - self._started, rss, files))
+
+
+def descendants(root: int) -> set[int]:
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = {root}, [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def lab_footprint() -> tuple[int, int]:
+    """Total resident memory (bytes) and open file descriptors of this process tree."""
+    rss = files = 0
+    for pid in descendants(os.getpid()):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) * 1024
+            files += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
+    return rss, files
+
+
+def cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--echos", type=int, default=2)
@@ -119,9 +183,12 @@ def main() -> None:
     root = args.out / f"demo-night-{args.echos}-{time.strftime('%Y%m%d-%H%M%S')}"
     options = DemoSettings(db=root / "log.sqlite", audio_dir=root / "audio", model=model, echos=args.echos,
                            lab_dir=root / "lab")
-    started = time.monotonic()
-    run_demo(options, Progress())
-    figures = {"echos": args.echos, "night_seconds": time.monotonic() - started, "model": str(model),
+    started, cpu_before = time.monotonic(), cpu_seconds()
+    with LabSampler() as sampler:
+        run_demo(options, Progress())
+    wall = time.monotonic() - started
+    figures = {"echos": args.echos, "night_seconds": wall, "model": str(model),
+               "lab_cpu_cores": (cpu_seconds() - cpu_before) / wall, "lab_peak_rss_mb": sampler.peak_rss / 2**20,
                **night_figures(options.db, options.lab_dir),
                "offline_asr": offline_rtf(model, options.audio_dir, options.db)}
     (root / "figures.json").write_text(json.dumps(figures, indent=2))

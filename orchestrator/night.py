@@ -36,6 +36,8 @@ from orchestrator.transcribe import TranscriptionServer
 POLL_SECONDS = 0.2
 #: How long past a step's own deadline the watchdog waits before it kills the worker.
 WATCHDOG_GRACE = 10.0
+#: A transcription server grown past this between nights is restarted (Vosk's memory creeps up).
+ASR_RECYCLE_BYTES = 1536 * 2**20
 #: An interrupted run this recent is resumed rather than started over: the same night.
 RESUME_WINDOW = timedelta(hours=12)
 
@@ -108,6 +110,8 @@ class Night:
         self.begin_loading()
         assert self._loading is not None
         self._loading.result()  # a broken model raises here, before any persona starts
+        if self._server.ensure_running(max_rss_bytes=ASR_RECYCLE_BYTES):  # died, or grew (Vosk does)
+            self.on_phase("restarted the transcription server")
         self.on_phase(f"starting {len(requests)} persona(s)")
         requests = [replace(r, asr_socket=self.socket_path, asr_authkey=self.authkey) for r in requests]
         return self._run_workers(requests)

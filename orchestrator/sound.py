@@ -29,10 +29,11 @@ from orchestrator.audio import AudioFormat, Clip
 
 BACKENDS = ("sounddevice", "pyaudio")
 BLOCK_SECONDS = 0.02
-#: Buffering asked of PortAudio. Lower saves nothing here: playback end times are corrected for
-#: the reported latency, and a few tens of milliseconds less buffer let a busy two-core machine
-#: underrun, which stretches what the Echo hears.
-SUGGESTED_LATENCY = 0.1
+#: Output buffering asked of PortAudio. Playback end times are corrected for it; less of it lets
+#: a busy two-core machine underrun, and an underrun stretches what the Echo hears.
+SPEAKER_LATENCY = 0.06
+#: Input buffering: every millisecond here is a millisecond later that a reply's end is noticed.
+MICROPHONE_LATENCY = "low"
 
 
 class DeviceError(RuntimeError):
@@ -304,7 +305,7 @@ class SoundDeviceBackend:
 
         stream = self._sd.RawOutputStream(
             device=info.index, samplerate=fmt.rate, channels=fmt.channels, dtype="int16",
-            blocksize=int(fmt.rate * BLOCK_SECONDS), latency=SUGGESTED_LATENCY, callback=callback,
+            blocksize=int(fmt.rate * BLOCK_SECONDS), latency=SPEAKER_LATENCY, callback=callback,
         )
         play_queue.output_latency = float(stream.latency)
         stream.start()
@@ -320,7 +321,7 @@ class SoundDeviceBackend:
 
         stream = self._sd.RawInputStream(
             device=info.index, samplerate=fmt.rate, channels=fmt.channels, dtype="int16",
-            blocksize=int(fmt.rate * BLOCK_SECONDS), latency=SUGGESTED_LATENCY, callback=callback,
+            blocksize=int(fmt.rate * BLOCK_SECONDS), latency=MICROPHONE_LATENCY, callback=callback,
         )
         state["latency"] = float(stream.latency)
         mic = Microphone(stream, fmt, info.name, chunks)
