@@ -154,7 +154,7 @@ class _Engine:
             self.engine.setProperty("voice", voice.name)
             self.engine.setProperty("rate", voice.rate)
             sample_rate = self._warm_up(scratch)
-            if self.settings_hold():
+            if sample_rate is not None and self.settings_hold():
                 return {"sample_rate": sample_rate, "rate_verified": self._get_parameter is not None,
                         "configure_attempts": attempt}
         raise SynthesisError(
@@ -162,12 +162,15 @@ class _Engine:
             f"instead of {voice.name!r} at {voice.rate} after {_CONFIGURE_ATTEMPTS} attempts"
         )
 
-    def _warm_up(self, scratch: Path) -> int:
+    def _warm_up(self, scratch: Path) -> int | None:
+        """Render a word; its sample rate, or None when the engine wrote an empty file (then retry)."""
         warmup = scratch / f".warmup-{os.getpid()}.wav"
         try:
             if problem := self.save(_WARMUP_TEXT, warmup):
                 raise SynthesisError(f"warm-up render failed: {problem}")
             return read_wav(warmup).format.rate
+        except InvalidAudio:
+            return None  # pyttsx3 has been seen writing empty files on a loaded machine
         finally:
             warmup.unlink(missing_ok=True)
 
@@ -506,11 +509,22 @@ class Synthesizer:
             raw = self._slot.scratch / f"{path.stem}.wav"
             raw.parent.mkdir(parents=True, exist_ok=True)  # clearing the cache by hand removes it
             try:
-                self._synthesize(text, raw)
-                write_wav_atomic(path, self._finish(text, raw))
+                write_wav_atomic(path, self._render_checked(text, raw))
             finally:
                 raw.unlink(missing_ok=True)
         return path
+
+    def _render_checked(self, text: str, raw: Path, attempts: int = 3) -> Clip:
+        """Render until the engine writes usable audio: under load it sometimes writes an empty file."""
+        for attempt in range(1, attempts + 1):
+            self._synthesize(text, raw)
+            try:
+                return self._finish(text, raw)
+            except SynthesisError:
+                if attempt == attempts:
+                    raise
+                log.info("empty render of %r, trying again", _short(text))
+        raise AssertionError("unreachable")
 
     def render_clip(self, text: str) -> Clip:
         return read_wav(self.render(text))
