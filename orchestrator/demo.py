@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -125,47 +126,47 @@ def _lab_yaml(lab: LabConfig) -> str:
 
 
 class SimulatedEchos:
-    """Runs one `SimulatedEcho` per virtual Echo in a separate process, as real devices would be."""
+    """Runs each virtual Echo's `SimulatedEcho` in a process of its own, as separate devices would be."""
 
     def __init__(self, lab_dir: Path, names: list[str], script: SimScript, clips: dict[str, Path],
                  backend: str) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._stop = ctx.Event()
-        self._ready = ctx.Event()
-        self._process = ctx.Process(target=_serve_echos, name="simulated-echos",
-                                    args=(lab_dir, names, script, clips, backend, self._stop, self._ready))
+        self._ready = [ctx.Event() for _ in names]
+        self._processes = [
+            ctx.Process(target=_serve_echo, name=f"simulated-{name}",
+                        args=(lab_dir, name, script, clips, backend, self._stop, ready))
+            for name, ready in zip(names, self._ready, strict=True)
+        ]
 
     def __enter__(self) -> SimulatedEchos:
-        self._process.start()
-        if not self._ready.wait(30):
+        for process in self._processes:
+            process.start()
+        deadline = time.monotonic() + 60
+        if not all(ready.wait(max(0.0, deadline - time.monotonic())) for ready in self._ready):
             self.__exit__()
-            raise RuntimeError("the simulated Echos did not start within 30 s")
+            raise RuntimeError("the simulated Echos did not start within 60 s")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._process.join(10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
+        for process in self._processes:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
-def _serve_echos(lab_dir: Path, names: list[str], script: SimScript, clip_paths: dict[str, Path],
-                 backend_name: str, stop: Any, ready: Any) -> None:
-    redirect_native_stderr(lab_dir / "logs" / "simulated-echos.log")
+def _serve_echo(lab_dir: Path, name: str, script: SimScript, clip_paths: dict[str, Path], backend_name: str,
+                stop: Any, ready: Any) -> None:
+    redirect_native_stderr(lab_dir / "logs" / f"simulated-{name}.log")
     clips = {text: read_wav(path) for text, path in clip_paths.items()}
-    backend = open_backend(backend_name)
-    echos = [
-        SimulatedEcho(name, EchoBrain(script), clips, SideChannel(lab_dir / f"{name}.said.jsonl"),
-                      lab_dir / f"{name}.truth.jsonl", backend, hears=f"{name}_out_mon", speaks=f"{name}_mic")
-        for name in names
-    ]
-    threads = [threading.Thread(target=echo.serve, name=echo.name) for echo in echos]
-    for thread in threads:
-        thread.start()
+    echo = SimulatedEcho(name, EchoBrain(script), clips, SideChannel(lab_dir / f"{name}.said.jsonl"),
+                         lab_dir / f"{name}.truth.jsonl", open_backend(backend_name),
+                         hears=f"{name}_out_mon", speaks=f"{name}_mic")
+    thread = threading.Thread(target=echo.serve, name=name)
+    thread.start()
     ready.set()
     stop.wait()
-    for echo in echos:
-        echo.stop()
-    for thread in threads:
-        thread.join(5)
+    echo.stop()
+    thread.join(5)

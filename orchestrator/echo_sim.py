@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 
 from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat, silence
+from orchestrator.sound import DeviceError
 from orchestrator.vad import EndpointConfig, EndpointDetector
 
 STREAM_BLOCK_SECONDS = 0.25
@@ -302,7 +303,10 @@ class SimulatedEcho:
         config = EndpointConfig(no_answer_timeout=1e9, max_reply=1e9, hangover=0.3)
         detector, origin, first_onset = None, 0.0, None
         while not self._stop.is_set():
-            chunk = self.mic.read(timeout=2.0)
+            try:
+                chunk = self.mic.read(timeout=2.0)
+            except DeviceError:
+                continue  # a stall on a busy machine; a real Echo does not unplug itself either
             if detector is None:
                 detector, origin = EndpointDetector(MIC_FORMAT, config), chunk.start
             bounds = detector.push(chunk.pcm)

@@ -38,6 +38,9 @@ from orchestrator.speech import SynthesisError, Synthesizer, Voice
 from orchestrator.transcribe import Transcript, TranscriptionClient, TranscriptionError
 from orchestrator.vad import EndpointConfig, EndpointDetector, Outcome, ReplyBounds
 
+#: A microphone silent this long is gone (a recording always delivers, even silence); long enough
+#: that a loaded machine's stall is not mistaken for an unplugged device.
+MIC_STALL_SECONDS = 5.0
 #: Shorter waits where Alexa normally says nothing, so "stop" does not cost a full no-answer wait.
 QUIET_KINDS = {"stop": 3.0}
 
@@ -170,7 +173,7 @@ class Rig:
         recorded = bytearray()
         bounds = None
         while bounds is None:
-            pcm = self._after(self.mic.read(timeout=2.0), playback.ended)
+            pcm = self._after(self.mic.read(timeout=MIC_STALL_SECONDS), playback.ended)
             recorded += pcm
             stream.feed(pcm)
             bounds = detector.push(pcm)
