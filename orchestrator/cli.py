@@ -349,9 +349,11 @@ def devices(backend: str) -> None:
 
 def _register_command_groups() -> None:
     """Commands that live in modules of their own, each with its own imports kept lazy."""
+    from orchestrator.cli_analysis import browse, export, report
     from orchestrator.cli_catalog import catalog
 
-    main.add_command(catalog)
+    for command in (catalog, report, export, browse):
+        main.add_command(command)
 
 
 _register_command_groups()

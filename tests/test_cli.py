@@ -64,7 +64,7 @@ def lab(tmp_path) -> Path:
 def test_the_command_tree():
     names = {" ".join(path) for path, _ in COMMANDS}
     assert names == {"", "demo", "run", "validate", "query", "models", "models list", "models download", "devices",
-                     "catalog", "catalog import", "catalog list"}
+                     "catalog", "catalog import", "catalog list", "report", "export", "browse"}
 
 
 @pytest.mark.parametrize("path", [path for path, _ in COMMANDS], ids=lambda p: " ".join(p) or "main")

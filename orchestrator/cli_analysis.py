@@ -1,0 +1,177 @@
+"""The analysts' commands: `orchestrator report`, `orchestrator export` and `orchestrator browse`.
+
+Like the rest of the command line: data on stdout, messages on stderr, errors as `Error: …` with
+a non-zero exit code. All three only read the log.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from orchestrator import settings
+from orchestrator.export import EXPORT_FORMATS
+from orchestrator.query import FORMATS, QueryError
+from orchestrator.reports import REPORTS, Filters, ReportError, check_date
+
+
+def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--db", type=click.Path(dir_okay=False, path_type=Path), default=settings.default_db,
+        envvar=settings.ENV_DB, show_default="data/orchestrator.sqlite",
+        help=f"The SQLite interaction log [env: {settings.ENV_DB}].",
+    )(func)
+
+
+def _night_date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_date(value)
+    except ReportError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _info(message: str) -> None:
+    click.echo(message, err=True)
+
+
+# -- report -----------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("name", type=click.Choice(list(REPORTS)), metavar="NAME")
+@db_option
+@click.option("--night", callback=_night_date, metavar="DATE",
+              help="One night, YYYY-MM-DD [default for night and failures: the latest night].")
+@click.option("--since", callback=_night_date, metavar="DATE", help="Every night from this one on.")
+@click.option("--persona", metavar="NAME", help="One persona, by name.")
+@click.option("--grep", metavar="WORDS", help="For search: words that must all appear in the transcript.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="Output format.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="For night: write the night's page (timelines per Echo, charts, failures) to this file.")
+def report(name: str, db: Path, night: str | None, since: str | None, persona: str | None, grep: str | None,
+           fmt: str, html_path: Path | None) -> None:
+    """Run a standing report over the log (read-only).
+
+    \b
+    night      per night, persona and Echo: runs, steps, ok, no answer, errors, audio minutes
+    installs   per persona and skill: install attempts and what the replies meant
+    replies    per skill: steps, replies, and the replies' latency, length and words
+    failures   steps of a night without a complete reply, with their errors; runs that did not complete
+    search     steps whose transcript contains every word of --grep
+
+    A night is the UTC date of the evening its runs began (see docs/log.md, Views).
+
+    \b
+    orchestrator report night
+    orchestrator report night --html night.html
+    orchestrator report failures --night 2026-03-05 --format csv > failures.csv
+    orchestrator report search --grep "link account" --persona dating
+    """
+    from orchestrator.query import write_rows
+    from orchestrator.reports import run_report
+
+    if html_path is not None:
+        _night_page(name, db, night, since, persona, html_path)
+        return
+    try:
+        columns, rows = run_report(db, name, Filters(night=night, since=since, persona=persona, grep=grep))
+        with rows:
+            write_rows(sys.stdout, columns, rows, fmt)  # type: ignore[arg-type]
+    except QueryError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _night_page(name: str, db: Path, night: str | None, since: str | None, persona: str | None,
+                out: Path) -> None:
+    from orchestrator.night_page import write_night_page
+
+    if name != "night":
+        raise click.UsageError("--html makes the page of a night: orchestrator report night --html FILE")
+    if since is not None:
+        raise click.UsageError("the page shows one night: pick it with --night, not --since")
+    try:
+        data = write_night_page(db, out, night, persona)
+    except QueryError as exc:
+        raise click.ClickException(str(exc)) from None
+    if data is None:
+        raise click.ClickException(f"no runs in {db} yet: nothing to show")
+    _info(f"night {data.night}: {len(data.runs)} runs, {len(data.steps)} steps -> {out}")
+
+
+# -- export -----------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("name", metavar="TABLE_OR_VIEW")
+@db_option
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=None,
+              help="Output format [default: from the suffix of --out].")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
+              help="The file to write; - for stdout (csv and jsonl only).")
+def export(name: str, db: Path, fmt: str | None, out: Path) -> None:
+    """Export a whole table or view of the log, streaming, with flat memory.
+
+    The file appears only when the export is complete. Parquet needs pyarrow
+    (pip install 'echo-orchestrator[parquet]'); it gets one row group per 100,000 rows.
+
+    \b
+    orchestrator export interaction_details --out steps.parquet
+    orchestrator export runs --format csv --out - | head
+    """
+    from orchestrator.export import export as export_relation
+    from orchestrator.export import format_for
+
+    try:
+        chosen = format_for(out, fmt)
+        count = export_relation(db, name, out, chosen)
+    except QueryError as exc:
+        raise click.ClickException(str(exc)) from None
+    _info(f"exported {count} rows of {name} to {'stdout' if str(out) == '-' else out} ({chosen})")
+
+
+# -- browse -----------------------------------------------------------------------------------------
+
+
+@click.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback lets the network read the log.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True,
+              help="Port to listen on (0: any free port).")
+@click.option("--live", is_flag=True,
+              help="Open the log read-only with SQLite's locking instead of immutable, so rows the lab wrote "
+                   "since its last checkpoint show too (needs the -wal/-shm files beside the log).")
+def browse(db: Path, host: str, port: int, live: bool) -> None:
+    """Serve the log read-only in Datasette, with the reports as stored queries.
+
+    Stored queries: night_summary, install_outcomes, reply_stats, night_failures, transcript_search; every
+    column has its description from docs/log.md. Needs Datasette (pip install 'echo-orchestrator[web]').
+
+    \b
+    orchestrator browse                      http://127.0.0.1:8001/orchestrator
+    orchestrator browse --host 0.0.0.0       inside a container whose port is published on loopback only
+    """
+    from orchestrator import web
+
+    if not web.is_loopback(host):
+        _info(f"warning: listening on {host}, not loopback: anyone who can reach this machine can read the log")
+    if not live and (unseen := web.unseen_wal_bytes(db)):
+        _info(f"warning: {unseen} bytes of the log are still in its -wal file and are not shown; --live shows them")
+    try:
+        with web.datasette_process(db, host=host, port=port, immutable=not live) as process:
+            _info(f"serving {db} read-only at {web.url(host, port, db)}; Ctrl-C stops it")
+            try:
+                code = process.wait()
+            except KeyboardInterrupt:
+                code = 0
+    except web.WebError as exc:
+        raise click.ClickException(str(exc)) from None
+    if code:
+        raise click.ClickException(f"datasette stopped with exit code {code}")

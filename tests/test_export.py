@@ -1,0 +1,174 @@
+"""Exporting tables and views: CSV, JSON lines and Parquet, streamed, and nothing half-written."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from two_nights import NIGHT_1, build
+
+from orchestrator.cli import main
+from orchestrator.export import ExportError, export, format_for
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("two-nights")
+    path = folder / "orchestrator.sqlite"
+    build(path, folder).dispose()
+    yield path
+
+
+def sqlite_rows(db: Path, name: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    connection = sqlite3.connect(db)
+    try:
+        cursor = connection.execute(f"SELECT * FROM {name}")
+        return [d[0] for d in cursor.description], cursor.fetchall()
+    finally:
+        connection.close()
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args))
+
+
+def test_parquet_round_trips_a_view_in_row_groups(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "steps.parquet"
+    assert export(db, "interaction_details", out, "parquet", row_group_rows=3, read_rows=2) == 10
+    columns, rows = sqlite_rows(db, "interaction_details")
+    parquet = pq.ParquetFile(out)
+    # Read 2 rows at a time, written 3 to a row group: never the whole table in memory.
+    groups = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
+    assert groups == [3, 3, 3, 1]
+    table = parquet.read()
+    assert table.column_names == columns
+    expected = [dict(zip(columns, row, strict=True)) for row in rows]
+    for row in expected:  # sqlite's 0/1 booleans come back as bools
+        row["expectation_met"] = None if row["expectation_met"] is None else bool(row["expectation_met"])
+    assert table.to_pylist() == expected
+
+
+def test_parquet_types_follow_the_declared_and_computed_columns(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "steps.parquet"
+    export(db, "interaction_details", out, "parquet")
+    schema = pq.read_schema(out)
+    assert schema.field("interaction_id").type == pa.int64()
+    assert schema.field("night").type == pa.string()  # computed: inferred from its values
+    assert schema.field("transcript_words").type == pa.int64()  # computed
+    assert schema.field("expectation_met").type == pa.bool_()
+    assert schema.field("response_latency_seconds").type == pa.float64()
+    assert schema.field("started_at").type == pa.string()  # the log's ISO-8601 text, unchanged
+
+
+def test_parquet_of_an_empty_table_keeps_its_schema(tmp_path: Path) -> None:
+    path = tmp_path / "orchestrator.sqlite"
+    build(path, tmp_path).dispose()
+    out = tmp_path / "skills.parquet"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE empty_copy AS SELECT * FROM runs WHERE 0")
+    connection.commit()
+    connection.close()
+    assert export(path, "empty_copy", out, "parquet") == 0
+    table = pq.read_table(out)
+    assert table.num_rows == 0
+    assert table.schema.field("persona_id").type == pa.int64()
+
+
+def test_csv_export_of_a_table(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs.csv"
+    assert export(db, "runs", out, "csv") == 4
+    parsed = list(csv.DictReader(out.open(newline="")))
+    assert [(r["id"], r["status"]) for r in parsed] == [("1", "completed"), ("2", "completed"), ("3", "failed"),
+                                                        ("4", "missed")]
+    assert parsed[3]["finished_at"].endswith("Z")
+
+
+def test_jsonl_export_of_a_view(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "installs.jsonl"
+    assert export(db, "install_details", out, "jsonl") == 3
+    objects = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(o["night"], o["skill_name"], o["outcome"], o["reply_transcript"]) for o in objects] == [
+        (NIGHT_1, "Cat Facts", "enabled", "Cat Facts is now enabled"),
+        (NIGHT_1, "Dog Feeder", "not_found", "I couldn't find that skill"),
+        ("2026-03-05", "Dog Feeder", "enabled", "Dog Feeder is now enabled"),
+    ]
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> Path:
+    """A log with a view whose computed column holds numbers first and text later."""
+    path = tmp_path / "orchestrator.sqlite"
+    build(path, tmp_path).dispose()
+    connection = sqlite3.connect(path)
+    connection.execute(
+        "CREATE VIEW mixed AS SELECT CASE WHEN id < 3 THEN id ELSE 'many' END AS value FROM interactions"
+    )
+    connection.commit()
+    connection.close()
+    return path
+
+
+def test_a_computed_column_of_numbers_and_text_becomes_text(mixed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mixed.parquet"
+    export(mixed, "mixed", out, "parquet")
+    assert pq.read_table(out).column("value").to_pylist() == ["1", "2", *["many"] * 8]
+
+
+def test_a_failed_export_leaves_no_file(mixed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mixed.parquet"
+    # The first 2 rows say integer; the third cannot go into that column any more.
+    with pytest.raises(ExportError, match="column 'value'"):
+        export(mixed, "mixed", out, "parquet", read_rows=2)
+    assert sorted(p.name for p in tmp_path.glob("mixed*")) == []
+
+
+def test_parquet_without_pyarrow_is_a_clear_error(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    out = tmp_path / "steps.parquet"
+    result = invoke("export", "interactions", "--db", str(db), "--out", str(out))
+    assert result.exit_code == 1
+    assert "pip install 'echo-orchestrator[parquet]'" in result.stderr
+    assert not out.exists()
+
+
+def test_export_command_to_stdout(db: Path) -> None:
+    result = invoke("export", "personas", "--db", str(db), "--format", "csv", "--out", "-")
+    assert result.exit_code == 0, result.output
+    assert [r["name"] for r in csv.DictReader(io.StringIO(result.stdout))] == ["pets", "vanilla"]
+    assert "exported 2 rows of personas to stdout (csv)" in result.stderr
+
+
+def test_export_command_takes_the_format_from_the_suffix(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "runs.parquet"
+    result = invoke("export", "run_details", "--db", str(db), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(out).column("status").to_pylist() == ["completed", "completed", "failed", "missed"]
+    assert format_for(Path("a.CSV"), None) == "csv"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["nope", "--out", "x.csv"], "no table or view called 'nope'; the log has: alembic_version, devices"),
+        (["runs", "--out", "runs.txt"], "cannot tell the format of runs.txt"),
+        (["runs", "--format", "parquet", "--out", "-"], "Parquet cannot be written to stdout"),
+    ],
+)
+def test_export_command_errors(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str],
+                               message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("export", *args, "--db", str(db))
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,226 @@
+"""The web view: Datasette metadata made from docs/log.md, and a real server on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from two_nights import NIGHT_1, NIGHT_2, build
+
+from orchestrator import web
+from orchestrator.cli import main
+from orchestrator.reports import REPORTS
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def fetch_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+@contextmanager
+def serving(db: Path, *, immutable: bool = True) -> Iterator[str]:
+    """A Datasette for ``db`` on a free loopback port; yields its base URL once it answers."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with web.datasette_process(db, port=port, immutable=immutable) as process:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            assert process.poll() is None, f"datasette exited with {process.returncode}"
+            try:
+                fetch_json(f"{base}/-/versions.json")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "datasette did not answer in time"
+                time.sleep(0.1)
+        yield base
+    assert process.poll() is not None
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("two-nights")
+    path = folder / "orchestrator.sqlite"
+    build(path, folder).dispose()
+    yield path
+
+
+def schema_columns(db: Path) -> dict[str, list[str]]:
+    connection = sqlite3.connect(db)
+    try:
+        names = [r[0] for r in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name <> 'alembic_version'")]
+        return {n: [r[1] for r in connection.execute(f'PRAGMA table_info("{n}")')] for n in names}
+    finally:
+        connection.close()
+
+
+# -- metadata ---------------------------------------------------------------------------------------------
+
+
+def test_every_column_of_every_table_and_view_has_its_description_from_the_docs(db: Path) -> None:
+    page = web.log_page()
+    assert page is not None
+    tables = web.metadata("orchestrator", page)["databases"]["orchestrator"]["tables"]
+    for name, columns in schema_columns(db).items():
+        described = tables[name]["columns"]
+        assert list(described) == columns, name
+        assert all(described.values()), name
+    assert tables["interactions"]["columns"]["run_id"] == "→ runs.id"
+    assert tables["interaction_details"]["description"].startswith("Every step with its persona, Echo, skill")
+    assert tables["alembic_version"] == {"hidden": True}
+
+
+def test_every_report_is_a_stored_query() -> None:
+    queries = web.metadata("orchestrator", None)["databases"]["orchestrator"]["queries"]
+    assert set(queries) == {"night_summary", "install_outcomes", "reply_stats", "night_failures", "transcript_search"}
+    for report in REPORTS.values():
+        assert queries[report.query_name]["sql"] == report.sql.strip()
+        assert queries[report.query_name]["params"] == list(report.params)
+
+
+@pytest.mark.parametrize(
+    "host, loopback",
+    [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("localhost", True), ("0.0.0.0", False),
+     ("192.168.1.20", False), ("lab-pc", False)],
+)
+def test_loopback(host: str, loopback: bool) -> None:
+    assert web.is_loopback(host) is loopback
+
+
+# -- a real server -----------------------------------------------------------------------------------------
+
+
+def test_served_stored_query_returns_the_reports_rows(db: Path) -> None:
+    with serving(db) as base:
+        latest = fetch_json(f"{base}/orchestrator/night_summary.json?_shape=array")
+        chosen = fetch_json(f"{base}/orchestrator/night_summary.json?_shape=array&night={NIGHT_1}&persona=pets")
+        search = fetch_json(f"{base}/orchestrator/transcript_search.json?_shape=array&grep=cat+sleep")
+        served_metadata = fetch_json(f"{base}/-/metadata.json")
+    assert [(r["night"], r["persona"], r["steps"], r["runs_failed"]) for r in latest] == [
+        (NIGHT_2, "pets", 2, 1), (NIGHT_2, "vanilla", 0, 1),
+    ]
+    assert [(r["persona"], r["steps"], r["ok"], r["errors"], r["audio_minutes"]) for r in chosen] == [
+        ("pets", 6, 4, 1, 3.0),
+    ]
+    assert [r["transcript"] for r in search] == ["here is a cat fact cats sleep a lot"]
+    columns = served_metadata["databases"]["orchestrator"]["tables"]["interactions"]["columns"]
+    assert columns["status"] == "see above"
+
+
+def test_served_log_refuses_writes(db: Path) -> None:
+    before = db.read_bytes()
+    with serving(db) as base:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            fetch_json(f"{base}/orchestrator.json?sql=DELETE+FROM+runs")
+        count = fetch_json(f"{base}/orchestrator.json?sql=SELECT+count(*)+AS+n+FROM+runs&_shape=array")
+    assert refused.value.code == 400
+    assert count == [{"n": 4}]
+    assert db.read_bytes() == before
+
+
+def test_live_mode_shows_rows_still_in_the_wal(tmp_path: Path) -> None:
+    path = tmp_path / "orchestrator.sqlite"
+    engine = build(path, tmp_path)  # kept open: the last commits stay in the -wal file
+    try:
+        assert web.unseen_wal_bytes(path) > 0
+        with serving(path, immutable=False) as base:
+            rows = fetch_json(f"{base}/orchestrator/night_summary.json?_shape=array&since={NIGHT_1}")
+        assert len(rows) == 4
+    finally:
+        engine.dispose()
+
+
+# -- the command ---------------------------------------------------------------------------------------------
+
+
+class FinishedServer:
+    """Stands in for datasette_process: records how it was called and 'serves' nothing."""
+
+    calls: list[dict[str, Any]] = []
+
+    @classmethod
+    @contextmanager
+    def run(cls, db: Path, **options: Any) -> Iterator[subprocess.Popen[bytes]]:
+        cls.calls.append({"db": db, **options})
+        process = subprocess.Popen([sys.executable, "-c", "pass"])
+        process.wait()
+        yield process
+
+
+@pytest.mark.parametrize(
+    "args, warned",
+    [([], False), (["--host", "0.0.0.0"], True), (["--host", "::1", "--port", "9000"], False)],
+)
+def test_browse_warns_when_not_on_loopback(db: Path, monkeypatch: pytest.MonkeyPatch, args: list[str],
+                                           warned: bool) -> None:
+    FinishedServer.calls.clear()
+    monkeypatch.setattr(web, "datasette_process", FinishedServer.run)
+    result = CliRunner().invoke(main, ["browse", "--db", str(db), *args])
+    assert result.exit_code == 0, result.output
+    assert ("not loopback" in result.stderr) is warned
+    assert f"read-only at {web.url(call_host(args), call_port(args), db)}" in result.stderr
+    (call,) = FinishedServer.calls
+    assert (call["host"], call["port"], call["immutable"]) == (call_host(args), call_port(args), True)
+
+
+def call_host(args: list[str]) -> str:
+    return args[args.index("--host") + 1] if "--host" in args else "127.0.0.1"
+
+
+def call_port(args: list[str]) -> int:
+    return int(args[args.index("--port") + 1]) if "--port" in args else 8001
+
+
+def test_url() -> None:
+    assert web.url("::1", 9000, Path("data/orchestrator.sqlite")) == "http://[::1]:9000/orchestrator"
+    assert web.url("127.0.0.1", 8001, Path("log.db")) == "http://127.0.0.1:8001/log"
+
+
+def test_browse_warns_about_rows_an_immutable_view_cannot_see(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "orchestrator.sqlite"
+    engine = build(path, tmp_path)
+    monkeypatch.setattr(web, "datasette_process", FinishedServer.run)
+    try:
+        result = CliRunner().invoke(main, ["browse", "--db", str(path)])
+        assert "still in its -wal file" in result.stderr
+        result = CliRunner().invoke(main, ["browse", "--db", str(path), "--live"])
+        assert "-wal" not in result.stderr
+    finally:
+        engine.dispose()
+
+
+def test_browse_without_datasette_is_a_clear_error(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = web.importlib.util.find_spec
+    monkeypatch.setattr(web.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "datasette" else real_find_spec(name, *a))
+    result = CliRunner().invoke(main, ["browse", "--db", str(db)])
+    assert result.exit_code == 1
+    assert "pip install 'echo-orchestrator[web]'" in result.stderr
+
+
+def test_browse_without_a_log(tmp_path: Path) -> None:
+    missing = tmp_path / "orchestrator.sqlite"
+    result = CliRunner().invoke(main, ["browse", "--db", str(missing)])
+    assert result.exit_code == 1
+    assert f"no database at {missing}" in result.stderr
+    assert not missing.exists()
