@@ -26,7 +26,7 @@ from orchestrator.run import RunRequest, RunSummary
 from orchestrator.sound import open_backend, redirect_native_stderr
 from orchestrator.speech import Synthesizer, Voice
 from orchestrator.transcribe import check_model
-from orchestrator.virtual_lab import VirtualLab
+from orchestrator.virtual_lab import VirtualLab, use_own_devices
 from orchestrator.vosk_models import model_language
 
 SIM_SCRIPT = Path(__file__).parent / "demo" / "echo_sim.yaml"
@@ -160,6 +160,7 @@ class SimulatedEchos:
 def _serve_echo(lab_dir: Path, name: str, script: SimScript, clip_paths: dict[str, Path], backend_name: str,
                 stop: Any, ready: Any) -> None:
     redirect_native_stderr(lab_dir / "logs" / f"simulated-{name}.log")
+    use_own_devices(lab_dir, name, "echo")
     clips = {text: read_wav(path) for text, path in clip_paths.items()}
     echo = SimulatedEcho(name, EchoBrain(script), clips, SideChannel(lab_dir / f"{name}.said.jsonl"),
                          lab_dir / f"{name}.truth.jsonl", open_backend(backend_name),

@@ -32,6 +32,7 @@ from orchestrator.progress import Progress
 from orchestrator.run import PersonaRun, RunControls, RunRequest, RunSummary, StepEvent, account_for_audio
 from orchestrator.sound import DeviceError, check_devices, redirect_native_stderr
 from orchestrator.transcribe import TranscriptionServer
+from orchestrator.virtual_lab import use_own_devices
 
 POLL_SECONDS = 0.2
 #: How long past a step's own deadline the watchdog waits before it kills the worker.
@@ -58,6 +59,7 @@ class WorkerDone:
 def _worker(request: RunRequest, events: Any, log_dir: Path, stop: Any, room_lock: Any) -> None:
     persona = request.persona.persona.name
     redirect_native_stderr(log_dir / f"{persona}.log")
+    use_own_devices(request.lab.virtual_lab, request.persona.persona.echo, "persona")
     # Ctrl-C reaches the whole process group; the night decides, and asks through `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda _sig, _frame: stop.set())
