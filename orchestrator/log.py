@@ -22,6 +22,7 @@ import hashlib
 import importlib.metadata
 import json
 import socket
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -328,6 +329,10 @@ def alembic_config(db_path: Path | str | None = None) -> Config:
     return config
 
 
+#: Alembic keeps its migration context in module globals: one migration at a time per process.
+_MIGRATION_LOCK = threading.Lock()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` inside one ``BEGIN IMMEDIATE`` transaction.
 
@@ -335,7 +340,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     both try to create the tables: the second waits, then finds the schema already current.
     """
     config = alembic_config()
-    with engine.begin() as connection:
+    with _MIGRATION_LOCK, engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

@@ -64,12 +64,12 @@ class Schedule(Strict):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
+        from orchestrator.schedule import NightlyTrigger  # the trigger the scheduler will use
 
         if len(value.split()) != 5:
             raise ValueError("cron needs five fields: minute hour day-of-month month day-of-week")
         try:
-            CronTrigger.from_crontab(value)
+            NightlyTrigger.from_crontab(value)
         except ValueError as exc:
             raise ValueError(f"not a valid cron expression: {exc}") from None
         return value

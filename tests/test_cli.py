@@ -23,8 +23,9 @@ DEMO_PERSONAS = sorted((PROJECT / "persona_scripts" / "demo").glob("*.yaml"))
 def walk(command: click.Command, path: tuple[str, ...] = ()):
     yield path, command
     if isinstance(command, click.Group):
-        for name, sub in sorted(command.commands.items()):
-            yield from walk(sub, (*path, name))
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):  # the lazily loaded commands too
+            yield from walk(command.get_command(ctx, name), (*path, name))
 
 
 COMMANDS = list(walk(main))
@@ -64,7 +65,9 @@ def lab(tmp_path) -> Path:
 def test_the_command_tree():
     names = {" ".join(path) for path, _ in COMMANDS}
     assert names == {"", "demo", "run", "validate", "query", "models", "models list", "models download", "devices",
-                     "catalog", "catalog import", "catalog list", "report", "export", "browse"}
+                     "catalog", "catalog import", "catalog list", "report", "export", "browse",
+                     "serve", "schedule", "schedule list", "schedule trigger", "schedule pause", "schedule resume",
+                     "status"}
 
 
 @pytest.mark.parametrize("path", [path for path, _ in COMMANDS], ids=lambda p: " ".join(p) or "main")
