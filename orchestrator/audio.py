@@ -92,6 +92,16 @@ def trim_silence(clip: Clip, threshold_dbfs: float = -45.0, keep: float = 0.02) 
     return Clip(samples[start:end].tobytes(), clip.format)
 
 
+def resample(clip: Clip, rate: int) -> Clip:
+    """The same sound at another sample rate (soxr, high quality)."""
+    if clip.format.rate == rate:
+        return clip
+    import soxr
+
+    samples = soxr.resample(clip.samples(), clip.format.rate, rate)
+    return Clip(np.asarray(samples, dtype=np.int16).tobytes(), AudioFormat(rate, clip.format.width, 1))
+
+
 def rms_dbfs(pcm: bytes) -> float:
     samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
     if samples.size == 0:

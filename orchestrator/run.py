@@ -34,7 +34,7 @@ from orchestrator.lab import EchoConfig, LabConfig
 from orchestrator.persona import LoadedPersona, PlannedStep, compile_plan
 from orchestrator.reaction import PlanReaction
 from orchestrator.sound import DeviceError, Microphone, Playback, Speaker, open_backend
-from orchestrator.speech import SynthesisError, Synthesizer, Voice
+from orchestrator.speech import OUTPUT_RATE, SynthesisError, Synthesizer, Voice
 from orchestrator.transcribe import Transcript, TranscriptionClient, TranscriptionError
 from orchestrator.vad import EndpointConfig, EndpointDetector, Outcome, ReplyBounds
 
@@ -318,7 +318,7 @@ class PersonaRun:
         lab = self.request.lab
         side = SideChannel(lab.virtual_lab / f"{self.echo.name}.said.jsonl") if lab.virtual_lab else None
         asr = TranscriptionClient(self.request.asr_socket, self.request.asr_authkey)
-        speaker_format = next(iter(prompts.values())).clip.format if prompts else AudioFormat(22050)
+        speaker_format = next(iter(prompts.values())).clip.format if prompts else AudioFormat(OUTPUT_RATE)
         return Rig(lab, self.echo, speaker_format, asr, side)
 
     def _steps(self, rig: Rig, prompts: dict[int, Prompt], summary: RunSummary) -> None:

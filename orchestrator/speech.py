@@ -42,7 +42,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from .audio import Clip, InvalidAudio, read_wav, trim_silence, validate_wav, write_wav_atomic
+from .audio import Clip, InvalidAudio, read_wav, resample, trim_silence, validate_wav, write_wav_atomic
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,10 @@ MAX_RATE = 450
 START_TIMEOUT = 30.0
 
 #: Changes whenever the way a cached file is produced changes, so old entries are not reused.
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2
+#: Prompts are stored at the rate the lab records at: espeak-ng's speech has little above 8 kHz,
+#: and a sink that need not resample every stream is what lets one machine hold many Echos.
+OUTPUT_RATE = 16000
 TRIM_THRESHOLD_DBFS = -45.0
 TRIM_KEEP = 0.02
 
@@ -473,6 +476,7 @@ class Synthesizer:
             "voice": self.voice.name,
             "rate": self.voice.rate,
             "sample_rate": self._identity["sample_rate"],
+            "output_rate": OUTPUT_RATE,
             "trim_threshold_dbfs": TRIM_THRESHOLD_DBFS,
             "trim_keep_s": TRIM_KEEP,
         }
@@ -572,4 +576,4 @@ class Synthesizer:
         trimmed = trim_silence(clip, threshold_dbfs=TRIM_THRESHOLD_DBFS, keep=TRIM_KEEP)
         if trimmed.duration == 0:
             raise SynthesisError(f"{_short(text)!r} rendered as silence")
-        return trimmed
+        return resample(trimmed, OUTPUT_RATE)

@@ -71,7 +71,7 @@ def test_render_gives_trimmed_mono_16bit_wav(synth: Synthesizer, cache_dir: Path
     key = synth.cache_key(SENTENCE)
     assert path == cache_dir / key[:2] / f"{key}.wav"
     with wave.open(str(path), "rb") as wav:
-        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 22050)
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 16000)
     clip = synth.render_clip(SENTENCE)
     assert 0.5 < clip.duration < 5.0
     lead, tail = _quiet_edges(clip)
@@ -229,6 +229,7 @@ def test_engine_description_names_engine_voice_and_rate(synth: Synthesizer) -> N
         160,
         22050,
     )
+    assert description["output_rate"] == 16000
 
 
 def test_available_voices_lists_espeak_ids() -> None:
