@@ -7,24 +7,14 @@ a non-zero exit code. All three only read the log.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
-from orchestrator import settings
+from orchestrator.cli_options import db_option
 from orchestrator.export import EXPORT_FORMATS
 from orchestrator.query import FORMATS, QueryError
 from orchestrator.reports import REPORTS, Filters, ReportError, check_date
-
-
-def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--db", type=click.Path(dir_okay=False, path_type=Path), default=settings.default_db,
-        envvar=settings.ENV_DB, show_default="data/orchestrator.sqlite",
-        help=f"The SQLite interaction log [env: {settings.ENV_DB}].",
-    )(func)
 
 
 def _night_date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

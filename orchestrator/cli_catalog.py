@@ -8,44 +8,21 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from orchestrator import settings
-from orchestrator.config_files import ConfigError
+from orchestrator.cli_options import InputError, reports_errors
 
 if TYPE_CHECKING:
     from orchestrator.catalog_import import ImportResult
     from orchestrator.query import OutputFormat
 
-BAD_INPUT = 2
 #: Rejected rows and curated conflicts listed without --verbose.
 SHOWN_ROWS = 20
 LIST_COLUMNS = ("id", "category", "origin", "name", "invocation_name", "developer")
-
-
-# cli.py imports this module to register the group, so its InputError cannot be imported here.
-class InputError(click.ClickException):
-    exit_code = BAD_INPUT
-
-
-def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from orchestrator.catalog_import import CrawlError
-
-        try:
-            return func(*args, **kwargs)
-        except ConfigError as exc:
-            listing = "\n".join(f"  {issue}" for issue in exc.issues)
-            raise InputError(f"{len(exc.issues)} problem(s) found:\n{listing}") from None
-        except CrawlError as exc:
-            raise InputError(str(exc)) from None
-
-    return wrapper
 
 
 def catalog_option(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -43,7 +43,8 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 #: Exceptions that mean the operator's input cannot be used (exit 2), and faults of the rig (exit 1).
-BAD_INPUT_ERRORS = (("orchestrator.transcribe", "ModelError"), ("orchestrator.speech", "SynthesisError"))
+BAD_INPUT_ERRORS = (("orchestrator.transcribe", "ModelError"), ("orchestrator.speech", "SynthesisError"),
+                    ("orchestrator.catalog_import", "CrawlError"))
 FAULT_ERRORS = (("orchestrator.sound", "DeviceError"), ("orchestrator.virtual_lab", "LabError"))
 
 

@@ -20,6 +20,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -218,31 +219,28 @@ class SideChannel:
 
     def reply_to(self, key: str) -> Reply | None:
         """What the simulated Echo said in answer to prompt `key`, if it has answered."""
-        try:
-            lines = self.replies_path.read_text().splitlines()
-        except FileNotFoundError:
-            return None
-        for line in reversed(lines):
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+        for data in _newest_first(self.replies_path):
             if data["key"] == key:
                 return Reply(data["kind"], tuple(p for p in [data["text"]] if p))
         return None
 
     def latest(self) -> Announcement | None:
-        try:
-            lines = self.path.read_text().splitlines()
-        except FileNotFoundError:
-            return None
-        for line in reversed(lines):
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line being written right now
+        for data in _newest_first(self.path):
             return Announcement(data["key"], data["text"], float(data["duration"]))
         return None
+
+
+def _newest_first(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a JSON Lines file, last first; a line being written right now is passed over."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return
+    for line in reversed(lines):
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            continue
 
 
 @dataclass
