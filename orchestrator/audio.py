@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.durable import fsync_path
+
 
 class InvalidAudio(ValueError):
     """A WAV file that cannot be used: unreadable, empty or in an unexpected format."""
@@ -139,14 +141,6 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_wav_atomic(path: Path, clip: Clip) -> Path:
     """Write `clip` so that `path` either does not exist or holds the whole file.
 
@@ -170,5 +164,5 @@ def write_wav_atomic(path: Path, clip: Clip) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
     return path

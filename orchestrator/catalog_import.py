@@ -41,6 +41,7 @@ from orchestrator.catalog import (
     load_curated,
 )
 from orchestrator.config_files import format_loc
+from orchestrator.durable import fsync_path
 
 FORMATS = ("csv", "json", "jsonl")
 SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -514,9 +515,9 @@ def write_store(store: Path, records: Iterable[dict[str, Any]]) -> None:
     temporary.unlink(missing_ok=True)
     try:
         _write_database(temporary, sorted(records, key=lambda r: r["id"]))
-        _fsync(temporary)
+        fsync_path(temporary)
         os.replace(temporary, store)
-        _fsync(store.parent)  # the rename itself, so a power cut cannot bring the old store back
+        fsync_path(store.parent)  # the rename itself, so a power cut cannot bring the old store back
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -538,9 +539,3 @@ def _write_database(path: Path, records: list[dict[str, Any]]) -> None:
         db.close()
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import settings
-from .audio import fsync_dir
+from .durable import fsync_path
 from .transcribe import ModelError, check_model
 
 #: Called as progress(bytes_done, bytes_total_or_None) while a zip downloads.
@@ -336,7 +336,7 @@ def _install(zip_path: Path, target: Path, name: str) -> Path:
             old = target.with_name(f".{name}.old-{os.getpid()}")
             target.rename(old)
         root.rename(target)
-        fsync_dir(target.parent)
+        fsync_path(target.parent)
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
