@@ -535,14 +535,29 @@ def record_missed_run(
     host: str | None = None,
 ) -> int:
     """Record a scheduled run that never started (e.g. the scheduler was down), so it is not silent."""
+    return record_unstarted_run(engine, persona_id=persona_id, device_id=device_id, status="missed",
+                                scheduled_for=scheduled_for, error=error, host=host)
+
+
+def record_unstarted_run(
+    engine: Engine,
+    *,
+    persona_id: int,
+    device_id: int | None,
+    status: Literal["missed", "failed"],
+    scheduled_for: datetime | str | None,
+    error: str | None = None,
+    host: str | None = None,
+) -> int:
+    """A run that never began: `missed` (it was not started) or `failed` (it could not start)."""
     now = utcnow()
     run = Run(
         persona_id=persona_id,
         device_id=device_id,
-        status="missed",
+        status=status,
         started_at=now,
         finished_at=now,
-        scheduled_for=to_utc(scheduled_for),
+        scheduled_for=to_utc(scheduled_for) if scheduled_for is not None else None,
         tool_version=tool_version(),
         host=host or socket.gethostname(),
         error=error,

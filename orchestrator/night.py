@@ -29,7 +29,15 @@ from orchestrator.catalog import Catalog
 from orchestrator.lab import LabConfig
 from orchestrator.persona import LoadedPersona
 from orchestrator.progress import Progress
-from orchestrator.run import PersonaRun, RunControls, RunRequest, RunSummary, StepEvent, account_for_audio
+from orchestrator.run import (
+    PersonaRun,
+    RunControls,
+    RunRequest,
+    RunSummary,
+    StepEvent,
+    account_for_audio,
+    register,
+)
 from orchestrator.sound import DeviceError, check_devices, redirect_native_stderr
 from orchestrator.transcribe import TranscriptionServer
 from orchestrator.virtual_lab import use_own_devices
@@ -281,13 +289,16 @@ class _Workers:
         request = self.requests[persona]
         status = "interrupted" if resumable else "failed"
         run_id = self.run_ids.get(persona)
-        summary = RunSummary(run_id or 0, persona, request.persona.persona.echo, status=status, error=error)
-        if run_id is not None:
-            engine = log.open_log(request.db_path)
-            log.mark_stale_started(engine, run_id, error=f"worker died: {error}")
-            account_for_audio(engine, settings.recordings_dir(request.audio_dir), run_id)
-            log.finish_run(engine, run_id, status, error=error)
-        return summary
+        engine = log.open_log(request.db_path)
+        if run_id is None:  # it died before its run began: the attempt must still show in the log
+            persona_id, device_id = register(engine, request)
+            run_id = log.record_unstarted_run(engine, persona_id=persona_id, device_id=device_id, status="failed",
+                                              scheduled_for=request.scheduled_for, error=f"could not start: {error}")
+            return RunSummary(run_id, persona, request.persona.persona.echo, status="failed", error=error)
+        log.mark_stale_started(engine, run_id, error=f"worker died: {error}")
+        account_for_audio(engine, settings.recordings_dir(request.audio_dir), run_id)
+        log.finish_run(engine, run_id, status, error=error)
+        return RunSummary(run_id, persona, request.persona.persona.echo, status=status, error=error)
 
 
 def run_personas(personas: list[LoadedPersona], catalog: Catalog, lab: LabConfig, db: Path, audio_dir: Path,

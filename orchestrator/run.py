@@ -427,15 +427,8 @@ class PersonaRun:
         return endpointing.config()
 
     def _start_run(self, engine_info: dict[str, Any]) -> int:
-        loaded, request = self.request.persona, self.request
-        persona_id = log.upsert_persona(
-            self.engine, name=self.persona.name, interest=self.persona.interest, is_control=self.persona.control,
-            file_path=loaded.path, file_sha256=hashlib.sha256(loaded.path.read_bytes()).hexdigest(),
-        )
-        device_id = log.upsert_device(
-            self.engine, name=self.echo.name, room=self.echo.room, speaker_device=self.echo.speaker,
-            microphone_device=self.echo.microphone, audio_backend=request.lab.backend_of(self.echo),
-        )
+        request = self.request
+        persona_id, device_id = register(self.engine, request)
         for skill_id in {s.skill_id for s in self.steps if s.skill_id}:
             skill = request.catalog[skill_id]
             log.upsert_skill(self.engine, id=skill.id, name=skill.name, invocation_name=skill.invocation_name,
@@ -492,6 +485,21 @@ def _exchange_fields(prompt: Prompt, ex: Exchange) -> dict[str, Any]:
             "asr_rtf": t.decode_seconds / t.audio_seconds if t.audio_seconds else None,
         }
     return fields
+
+
+def register(engine: Engine, request: RunRequest) -> tuple[int, int]:
+    """The persona's and its Echo's rows in the log, added or brought up to date."""
+    loaded, persona = request.persona, request.persona.persona
+    echo = request.lab.echo(persona.echo)
+    persona_id = log.upsert_persona(
+        engine, name=persona.name, interest=persona.interest, is_control=persona.control,
+        file_path=loaded.path, file_sha256=hashlib.sha256(loaded.path.read_bytes()).hexdigest(),
+    )
+    device_id = log.upsert_device(
+        engine, name=echo.name, room=echo.room, speaker_device=echo.speaker, microphone_device=echo.microphone,
+        audio_backend=request.lab.backend_of(echo),
+    )
+    return persona_id, device_id
 
 
 def account_for_audio(engine: Engine, recordings: Path, run_id: int) -> None:

@@ -504,24 +504,12 @@ def record_not_run(args: JobArgs, scheduled_for: datetime, reason: str,
             run_id = log.record_missed_run(engine, persona_id=persona_id, device_id=device_id,
                                            scheduled_for=scheduled_for, error=reason)
         else:
-            run_id = _record_failed_start(engine, persona_id, device_id, scheduled_for, reason)
+            run_id = log.record_unstarted_run(engine, persona_id=persona_id, device_id=device_id, status="failed",
+                                              scheduled_for=scheduled_for, error=reason)
     finally:
         engine.dispose()
     logger.warning("%s run of %s due %s recorded: %s", status, args.persona, log.to_iso(scheduled_for), reason)
     return run_id
-
-
-def _record_failed_start(engine: Engine, persona_id: int, device_id: int | None, scheduled_for: datetime,
-                         error: str) -> int:
-    """Like log.record_missed_run, with status 'failed': one transaction, so no reader sees it half done."""
-    now = log.utcnow()
-    run = log.Run(persona_id=persona_id, device_id=device_id, status="failed", started_at=now, finished_at=now,
-                  scheduled_for=log.to_utc(scheduled_for), tool_version=log.tool_version(),
-                  host=socket.gethostname(), error=error)
-    with log.write_session(engine) as session:
-        session.add(run)
-        session.flush()
-        return run.id
 
 
 _migrated: set[Path] = set()
