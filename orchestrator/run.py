@@ -7,8 +7,12 @@ Following one utterance:
 3. `Rig.exchange` plays the prompt on the speaker beside the Echo while the microphone, already
    recording, keeps every sample captured after the prompt ended; the endpoint detector (vad.py)
    decides when the reply is over, and the transcriber (transcribe.py) has been decoding it all along;
-4. `PersonaRun._step` writes the reply's WAV atomically, then fills the step's row in the log
-   (log.py), which was inserted as 'started' before anything was said.
+4. `PersonaRun._record` writes the reply's WAV atomically, asks what the reply meant
+   (reaction.py, classify.py), then fills the step's row in the log (log.py), which was inserted
+   as 'started' before anything was said.
+
+Around each step: the room's lock (two Echos of one room never speak at once), a deadline for
+the night's watchdog, one retry of a step that ended in error, and a failure budget.
 """
 
 from __future__ import annotations
