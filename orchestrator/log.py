@@ -791,7 +791,7 @@ MAX_ATTEMPTS = 2
 
 
 def resume_state(engine: Engine, run_id: int) -> ResumeState:
-    """Close the books of an interrupted run and reopen it: the caller continues where it stopped."""
+    """What an interrupted run has behind it; `reopen_run` once the caller has decided to continue it."""
     mark_stale_started(engine, run_id)
     with write_session(engine) as session:
         run = session.get(Run, run_id)
@@ -805,9 +805,17 @@ def resume_state(engine: Engine, run_id: int) -> ResumeState:
                    Interaction.skill_id, Interaction.reply_outcome)
             .where(Interaction.run_id == run_id).order_by(Interaction.step_index, Interaction.attempt)
         ).all()
-        run.status, run.finished_at, run.error = "running", None, None
-        steps = json.loads(run.config_json or "{}").get("steps", [])
+        if run.config_json is None:
+            raise ValueError(f"run {run_id} never began; there is nothing to resume")
+        steps = json.loads(run.config_json).get("steps", [])
     return _resume_from_rows(persona, steps, rows)
+
+
+def reopen_run(engine: Engine, run_id: int) -> None:
+    """Mark a run running again, for a worker that continues it."""
+    stmt = update(Run).where(Run.id == run_id).values(status="running", finished_at=None, error=None)
+    with engine.begin() as connection:
+        connection.execute(stmt)
 
 
 def _resume_from_rows(persona: str, steps: list[str], rows: Sequence[Any]) -> ResumeState:
@@ -830,7 +838,8 @@ def resumable_run(engine: Engine, persona: str, since: datetime) -> int | None:
     """The persona's latest run since `since` that stopped before its end, if any."""
     stmt = (
         select(Run.id).join(Persona, Persona.id == Run.persona_id)
-        .where(Persona.name == persona, Run.status.in_(("interrupted", "running")), Run.started_at >= since)
+        .where(Persona.name == persona, Run.status.in_(("interrupted", "running")), Run.started_at >= since,
+               Run.config_json.is_not(None))
         .order_by(Run.started_at.desc()).limit(1)
     )
     with engine.connect() as connection:

@@ -288,7 +288,8 @@ class _Workers:
         """
         request = self.requests[persona]
         status = "interrupted" if resumable else "failed"
-        run_id = self.run_ids.get(persona)
+        # A resumed run is known before its worker says so: a kill during its start interrupts it again.
+        run_id = self.run_ids.get(persona) or request.resume_run_id
         engine = log.open_log(request.db_path)
         if run_id is None:  # it died before its run began: the attempt must still show in the log
             persona_id, device_id = register(engine, request)

@@ -311,6 +311,7 @@ class PersonaRun:
         planned = self._resolved_config()["steps"]
         if state.steps != planned:
             raise ValueError(f"run {run_id} was made from a different plan; it cannot be resumed with this one")
+        log.reopen_run(self.engine, run_id)
         self.done = state.done
         self.attempts = state.attempts
         account_for_audio(self.engine, self.recordings, run_id)
