@@ -33,6 +33,7 @@ from orchestrator.sound import DeviceError
 from orchestrator.vad import EndpointConfig, EndpointDetector
 
 STREAM_BLOCK_SECONDS = 0.25
+SIM_SPEAKER_LATENCY = 0.2
 
 
 # -- what the Echo understands ------------------------------------------------------------------
@@ -280,7 +281,9 @@ class SimulatedEcho:
         self.truth_path = truth_path
         fmt = next(iter(voice_clips.values())).format
         self.mic = backend.open_microphone(hears, MIC_FORMAT)
-        self.speaker = backend.open_speaker(speaks, fmt)
+        # A deep buffer: a stall on a busy machine must not open a gap inside a reply (a gap over the
+        # hangover would end it early); its durations come from playback, so latency changes none.
+        self.speaker = backend.open_speaker(speaks, fmt, latency=SIM_SPEAKER_LATENCY)
         self._stop = threading.Event()
         self._barge_in = threading.Event()
         self._handled: str | None = None

@@ -276,7 +276,7 @@ class AudioBackend(Protocol):
 
     def devices(self) -> list[DeviceInfo]: ...
 
-    def open_speaker(self, device: str, fmt: AudioFormat) -> Speaker: ...
+    def open_speaker(self, device: str, fmt: AudioFormat, latency: float = SPEAKER_LATENCY) -> Speaker: ...
 
     def open_microphone(self, device: str, fmt: AudioFormat) -> Microphone: ...
 
@@ -296,7 +296,7 @@ class SoundDeviceBackend:
             for i, d in enumerate(self._sd.query_devices())
         ]
 
-    def open_speaker(self, device: str, fmt: AudioFormat) -> Speaker:
+    def open_speaker(self, device: str, fmt: AudioFormat, latency: float = SPEAKER_LATENCY) -> Speaker:
         info = resolve_device(device, self.devices(), "output")
         play_queue = _PlayQueue(fmt, 0.0)
 
@@ -305,7 +305,7 @@ class SoundDeviceBackend:
 
         stream = self._sd.RawOutputStream(
             device=info.index, samplerate=fmt.rate, channels=fmt.channels, dtype="int16",
-            blocksize=int(fmt.rate * BLOCK_SECONDS), latency=SPEAKER_LATENCY, callback=callback,
+            blocksize=int(fmt.rate * BLOCK_SECONDS), latency=latency, callback=callback,
         )
         play_queue.output_latency = float(stream.latency)
         stream.start()
@@ -348,7 +348,8 @@ class PyAudioBackend:
             for d in infos
         ]
 
-    def open_speaker(self, device: str, fmt: AudioFormat) -> Speaker:
+    def open_speaker(self, device: str, fmt: AudioFormat, latency: float = SPEAKER_LATENCY) -> Speaker:
+        del latency  # pyaudio has no way to ask for it; PortAudio picks its default
         pa = self._pa_module
         info = resolve_device(device, self.devices(), "output")
         play_queue = _PlayQueue(fmt, 0.0)
