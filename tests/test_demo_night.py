@@ -42,7 +42,7 @@ def night(tmp_path_factory, ko_model):
 
 def _children() -> set[str]:
     """This process's children, except Python's own resource tracker (it ends with its parent)."""
-    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(os.getpid())], capture_output=True, text=True)
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(os.getpid())], capture_output=True, text=True)
     lines = {line.strip() for line in out.stdout.splitlines()}
     return {line for line in lines if "resource_tracker" not in line and not line.split(None, 1)[-1].startswith("ps ")}
 
