@@ -311,9 +311,9 @@ class SimulatedEcho:
             if detector is None:
                 detector, origin = EndpointDetector(MIC_FORMAT, config), chunk.start
             bounds = detector.push(chunk.pcm)
-            if detector.onset is not None and not self._barge_in.is_set():
+            if detector.onset is not None and first_onset is None:
                 self._barge_in.set()  # someone speaks: a real Echo ducks and stops its stream
-                first_onset = first_onset if first_onset is not None else origin + detector.onset
+                first_onset = origin + detector.onset
             if bounds is None:
                 continue
             detector = None
@@ -321,6 +321,12 @@ class SimulatedEcho:
             if first_onset is not None and self._prompt_complete(first_onset, speech_end):
                 first_onset = None
                 self._respond(speech_end)
+            elif not self._prompt_pending():
+                first_onset = None  # a sound without the wake word (a rig probe, a door) is ignored
+
+    def _prompt_pending(self) -> bool:
+        announcement = self.side.latest()
+        return announcement is not None and announcement.key != self._handled
 
     def _prompt_complete(self, onset: float, end: float) -> bool:
         announcement = self.side.latest()

@@ -10,6 +10,10 @@
       no_answer_timeout: 8.0             # seconds to wait for a reply to start
       max_reply: 30.0                    # streams (music, radio) are cut here
       hangover: 0.7                      # silence that ends a reply; pauses inside one reach 0.6 s
+    rig_check:                           # the probe before every night (`orchestrator lab check`)
+      before_night: true
+      min_level: -40                     # dBFS an Echo's own microphone must hear its probe at
+      max_crosstalk: -50                 # dBFS a microphone of another room must stay below
 
 A virtual lab writes the same file with `virtual_lab:` set to its folder, which lets the runner
 whisper prompts to the simulated Echos (see echo_sim.py).
@@ -56,10 +60,22 @@ class Endpointing(Strict):
         return EndpointConfig(**values)
 
 
+class RigCheck(Strict):
+    """The rig self-test: each speaker plays a tone its own microphone must hear, and no other room may."""
+
+    before_night: bool = True
+    probe_level: float = Field(-12.0, ge=-40, le=-3)
+    min_level: float = Field(-40.0, ge=-90, le=-3)
+    max_crosstalk: float = Field(-50.0, ge=-100, le=-3)
+    #: The probe must also stand this far above the microphone's noise in its band.
+    min_snr: float = Field(10.0, ge=3, le=60)
+
+
 class LabConfig(Strict):
     audio_backend: Backend = "sounddevice"
     echos: list[EchoConfig] = Field(min_length=1)
     endpointing: Endpointing = Endpointing()
+    rig_check: RigCheck = RigCheck()
     virtual_lab: Path | None = None
     # Virtual labs only: classify the simulated Echo's own reply text instead of the transcript,
     # for a lab whose speech model does not know the Echo's language. Recorded with every run.

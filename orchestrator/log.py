@@ -64,10 +64,12 @@ InteractionStatus = Literal[
     "started", "ok", "no_response", "max_length", "timeout", "error", "interrupted", "skipped"
 ]
 InstallAction = Literal["enable", "disable"]
+RigVerdict = Literal["ok", "silent", "crosstalk", "device_error"]
 
 RUN_STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
 INTERACTION_STATUSES: frozenset[str] = frozenset(get_args(InteractionStatus))
 INSTALL_ACTIONS: frozenset[str] = frozenset(get_args(InstallAction))
+RIG_VERDICTS: frozenset[str] = frozenset(get_args(RigVerdict))
 
 # ---------------------------------------------------------------------------------------------
 # Time
@@ -209,6 +211,8 @@ class Run(Base):
     # Absolute; interactions.prompt_audio / response_audio are relative to it.
     audio_dir: Mapped[str | None]
     error: Mapped[str | None]
+    # The rig self-test that cleared (or stopped) this run; NULL when the night skipped it.
+    rig_check_id: Mapped[int | None] = mapped_column(ForeignKey("rig_checks.id"))
 
 
 class Interaction(Base):
@@ -274,6 +278,54 @@ class SkillInstall(Base):
     action: Mapped[str]
     outcome: Mapped[str | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RigCheck(Base):
+    """One rig self-test: each probed Echo's speaker played a tone while every microphone listened."""
+
+    __tablename__ = "rig_checks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    host: Mapped[str | None]
+    trigger: Mapped[str]  # 'night' (before a night's runs) or 'manual' (`orchestrator lab check`)
+    probe_level_dbfs: Mapped[float]
+    min_level_dbfs: Mapped[float]
+    max_crosstalk_dbfs: Mapped[float]
+    min_snr_db: Mapped[float]
+    passed: Mapped[bool]
+
+
+class RigCheckResult(Base):
+    """The verdict on one probed Echo: its microphone heard its probe, and no other room did."""
+
+    __tablename__ = "rig_check_results"
+    __table_args__ = (Index("ix_rig_check_results_rig_check_id", "rig_check_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rig_check_id: Mapped[int] = mapped_column(ForeignKey("rig_checks.id"))
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    probe_hz: Mapped[float]
+    status: Mapped[str]
+    level_dbfs: Mapped[float | None]
+    noise_dbfs: Mapped[float | None]
+    error: Mapped[str | None]
+
+
+class RigCheckLevel(Base):
+    """How loud one speaker's probe was on one microphone, against that microphone's noise."""
+
+    __tablename__ = "rig_check_levels"
+    __table_args__ = (Index("ix_rig_check_levels_rig_check_id", "rig_check_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rig_check_id: Mapped[int] = mapped_column(ForeignKey("rig_checks.id"))
+    speaker_device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    microphone_device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    same_room: Mapped[bool]
+    level_dbfs: Mapped[float]
+    noise_dbfs: Mapped[float]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,6 +543,7 @@ def start_run(
     audio_backend: str | None,
     scheduled_for: datetime | str | None = None,
     host: str | None = None,
+    rig_check_id: int | None = None,
 ) -> int:
     """Record the start of a run with its provenance and return the run id.
 
@@ -518,6 +571,7 @@ def start_run(
         audio_backend=audio_backend,
         host=host or socket.gethostname(),
         audio_dir=str(Path(audio_dir).expanduser().resolve()),
+        rig_check_id=rig_check_id,
     )
     with write_session(engine) as session:
         session.add(run)
@@ -548,6 +602,7 @@ def record_unstarted_run(
     scheduled_for: datetime | str | None,
     error: str | None = None,
     host: str | None = None,
+    rig_check_id: int | None = None,
 ) -> int:
     """A run that never began: `missed` (it was not started) or `failed` (it could not start)."""
     now = utcnow()
@@ -561,6 +616,7 @@ def record_unstarted_run(
         tool_version=tool_version(),
         host=host or socket.gethostname(),
         error=error,
+        rig_check_id=rig_check_id,
     )
     with write_session(engine) as session:
         session.add(run)
@@ -757,6 +813,21 @@ def record_install(
         session.add(install)
         session.flush()
         return install.id
+
+
+def record_rig_check(engine: Engine, check: RigCheck, results: Sequence[RigCheckResult],
+                     levels: Sequence[RigCheckLevel]) -> int:
+    """Store a rig self-test with its verdicts and levels in one transaction; return its id."""
+    _check(check.trigger, frozenset({"night", "manual"}), "rig check trigger")
+    for result in results:
+        _check(result.status, RIG_VERDICTS, "rig check verdict")
+    with write_session(engine) as session:
+        session.add(check)
+        session.flush()
+        for row in [*results, *levels]:
+            row.rig_check_id = check.id
+            session.add(row)
+        return check.id
 
 
 def mark_stale_started(

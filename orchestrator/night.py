@@ -29,6 +29,7 @@ from orchestrator.catalog import Catalog
 from orchestrator.lab import LabConfig
 from orchestrator.persona import LoadedPersona
 from orchestrator.progress import Progress
+from orchestrator.rig_check import Verdict, self_test
 from orchestrator.run import (
     PersonaRun,
     RunControls,
@@ -115,16 +116,42 @@ class Night:
         self.close()
 
     def run(self, requests: list[RunRequest]) -> list[RunSummary]:
-        """Run the personas to their end; the model stays loaded for another `run` until `close()`."""
+        """Run the personas to their end; the model stays loaded for another `run` until `close()`.
+
+        A persona whose Echo fails the rig self-test (when the lab asks for one before nights) is
+        not started: its run is recorded as failed, with the check's reason.
+        """
+        everyone = requests
         self.worker_pids = dict  # none yet: never report the previous night's workers
         self.begin_loading()
         assert self._loading is not None
         self._loading.result()  # a broken model raises here, before any persona starts
         if self._server.ensure_running(max_rss_bytes=ASR_RECYCLE_BYTES):  # died, or grew (Vosk does)
             self.on_phase("restarted the transcription server")
+        requests, refused = self._rig_check(requests)
         self.on_phase(f"starting {len(requests)} persona(s)")
         requests = [replace(r, asr_socket=self.socket_path, asr_authkey=self.authkey) for r in requests]
-        return self._run_workers(requests)
+        started = {s.persona: s for s in self._run_workers(requests)} if requests else {}
+        return [started.get(r.persona.persona.name) or refused[r.persona.persona.name] for r in everyone]
+
+    def _rig_check(self, requests: list[RunRequest]) -> tuple[list[RunRequest], dict[str, RunSummary]]:
+        if not requests or not requests[0].lab.rig_check.before_night:
+            return requests, {}
+        lab, db = requests[0].lab, requests[0].db_path
+        echos = sorted({r.persona.persona.echo for r in requests})
+        self.on_phase(f"rig self-test: a probe tone on {len(echos)} Echo(s), every microphone listening")
+        engine = log.open_log(db)
+        try:
+            report = self_test(lab, engine, "night", echos)
+            failures = report.failures()
+            refused = {r.persona.persona.name: _refuse(engine, r, failures[r.persona.persona.echo], report.check_id)
+                       for r in requests if r.persona.persona.echo in failures}
+        finally:
+            engine.dispose()
+        for summary in refused.values():
+            self.on_phase(f"{summary.persona} not started: {summary.error}")
+        cleared = [replace(r, rig_check_id=report.check_id) for r in requests if r.persona.persona.name not in refused]
+        return cleared, refused
 
     def close(self) -> None:
         if self._loading is not None:
@@ -161,6 +188,15 @@ class Night:
         self.worker_pids = workers.pids
         with self.stop_on_signals():
             return workers.watch()
+
+def _refuse(engine: Any, request: RunRequest, verdict: Verdict, check_id: int | None) -> RunSummary:
+    """The failed run of a persona whose Echo did not pass tonight's rig self-test."""
+    persona_id, device_id = register(engine, request)
+    error = f"rig check {check_id} failed for {verdict.echo} ({verdict.status}): {verdict.error}"
+    run_id = log.record_unstarted_run(engine, persona_id=persona_id, device_id=device_id, status="failed",
+                                      scheduled_for=request.scheduled_for, error=error, rig_check_id=check_id)
+    return RunSummary(run_id, request.persona.persona.name, verdict.echo, status="failed", error=error)
+
 
 def _socket_path(work_dir: Path) -> Path:
     """A Unix socket path must fit in 108 bytes; a deep lab folder gets one in /tmp instead."""

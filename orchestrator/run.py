@@ -244,6 +244,7 @@ class RunRequest:
     asr_authkey: bytes
     scheduled_for: datetime | None = None
     resume_run_id: int | None = None
+    rig_check_id: int | None = None  # the self-test that cleared this Echo tonight
 
 
 class RunControls:
@@ -443,6 +444,7 @@ class PersonaRun:
             config=self._resolved_config(), vosk_model=request.model, tts_engine=engine_info.get("engine"),
             tts_voice=self.persona.voice.name, tts_rate=self.persona.voice.rate,
             audio_backend=request.lab.backend_of(self.echo), scheduled_for=request.scheduled_for,
+            rig_check_id=request.rig_check_id,
         )
 
     def _resolved_config(self) -> dict[str, Any]:

@@ -212,11 +212,16 @@ class Microphone:
         return chunk
 
     def drain(self) -> None:
+        self.take_all()
+
+    def take_all(self) -> list[Chunk]:
+        """Every chunk recorded since the last read, without waiting for more."""
+        chunks = []
         while True:
             try:
-                self._chunks.get_nowait()
+                chunks.append(self._chunks.get_nowait())
             except queue.Empty:
-                return
+                return chunks
 
     def close(self) -> None:
         self._stream.close()

@@ -12,10 +12,16 @@ it would select a USB speaker in a physical lab.
 Everything lives inside one folder and is torn down by the PIDs started here. The environment
 variables that point clients at the server must be set before PortAudio initialises, which is why
 `VirtualLab.client_env()` exists and `activate()` writes it into `os.environ`.
+
+Between a speaker and a microphone there is no air: the microphone hears only the Echo. A rig
+self-test needs the air, so `acoustic_coupling()` lays a loopback from a speaker to a microphone
+for as long as the test lasts; kept for a whole night, it would cost a resampler per Echo.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -24,6 +30,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +39,9 @@ SILENCE_LATENCY_MSEC = 20
 READY_LATENCY_USEC = 50_000
 # Unix socket paths are limited to 108 bytes (sun_path); leave room for "/native".
 MAX_SOCKET_DIR = 90
+#: Where a running lab tells other processes how to reach its sound server.
+SERVER_FILE = "server.json"
+COUPLING_LATENCY_MSEC = 20
 
 
 class LabError(RuntimeError):
@@ -102,6 +112,7 @@ class VirtualLab:
                 self._add_sinks(name)
             self._write_alsa_config()
             self.wait_until_ready(ready_timeout)
+            _write_atomically(self.folder / SERVER_FILE, json.dumps(self.client_env(), indent=2) + "\n")
         except BaseException:
             self.stop()
             raise
@@ -119,6 +130,7 @@ class VirtualLab:
             shutil.rmtree(self._runtime, ignore_errors=True)
             self._runtime = None
         shutil.rmtree(self.folder / "alsa", ignore_errors=True)
+        (self.folder / SERVER_FILE).unlink(missing_ok=True)
         self.echos.clear()
         self._modules.clear()
 
@@ -208,11 +220,11 @@ class VirtualLab:
             raise LabError(f"PulseAudio refused {command!r}: {reply}")
 
     def pactl(self, *args: str) -> str:
-        env = {**os.environ, **self.client_env()}
-        result = subprocess.run(["pactl", *args], env=env, capture_output=True, text=True, timeout=10)
-        if result.returncode != 0:
-            raise LabError(f"pactl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result.stdout
+        return _pactl(self.client_env(), *args)
+
+    def mute_speaker(self, name: str, muted: bool = True) -> None:
+        """Silence an Echo's speaker, as a switched-off or unplugged loudspeaker would be."""
+        self.pactl("set-sink-mute", self.echos[name].speaker, "1" if muted else "0")
 
     def sink_latencies(self) -> dict[str, int]:
         """Current latency of every sink in microseconds, as PulseAudio reports it."""
@@ -345,6 +357,46 @@ class VirtualLab:
             path = self.alsa_config_for(echo.name, side)
             path.parent.mkdir(parents=True, exist_ok=True)
             _write_atomically(path, "\n".join(lines) + "\n")
+
+
+@contextlib.contextmanager
+def acoustic_coupling(folder: Path, pairs: Iterable[tuple[str, str]]) -> Iterator[None]:
+    """While inside, each (speaker Echo, microphone Echo) pair has air between them.
+
+    The microphone of the second Echo hears the speaker of the first at the level it was played,
+    about 20 ms late. Works from any process: the lab in `folder` is found through its server file.
+    """
+    env = server_env(folder)
+    modules: list[str] = []
+    try:
+        for speaker, microphone in pairs:
+            modules.append(_pactl(
+                env, "load-module", "module-loopback", f"source={VirtualEcho(speaker).speaker}.monitor",
+                f"sink={VirtualEcho(microphone).voice}", f"latency_msec={COUPLING_LATENCY_MSEC}",
+                "source_dont_move=true", "sink_dont_move=true",
+            ).strip())
+        yield
+    finally:
+        for module in modules:
+            with contextlib.suppress(LabError, subprocess.TimeoutExpired):
+                _pactl(env, "unload-module", module)
+
+
+def server_env(folder: Path) -> dict[str, str]:
+    """The client environment of the virtual lab running in `folder`."""
+    path = folder / SERVER_FILE
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise LabError(f"no virtual lab is running in {folder} ({path} is missing)") from None
+
+
+def _pactl(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(["pactl", *args], env={**os.environ, **env}, capture_output=True, text=True,
+                            timeout=10)
+    if result.returncode != 0:
+        raise LabError(f"pactl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
 
 
 def alsa_config_path(folder: Path, echo: str, side: str) -> Path:

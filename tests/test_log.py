@@ -31,7 +31,7 @@ CONTRACT = {
     "runs": [
         "id", "persona_id", "device_id", "status", "started_at", "finished_at", "scheduled_for",
         "tool_version", "config_sha256", "config_json", "vosk_model", "tts_engine", "tts_voice",
-        "tts_rate", "audio_backend", "host", "audio_dir", "error",
+        "tts_rate", "audio_backend", "host", "audio_dir", "error", "rig_check_id",
     ],
     "interactions": [
         "id", "run_id", "persona_id", "device_id", "step_index", "attempt", "skill_id", "kind",
@@ -44,6 +44,14 @@ CONTRACT = {
     ],
     "skill_installs": [
         "id", "run_id", "persona_id", "skill_id", "interaction_id", "action", "outcome", "created_at",
+    ],
+    "rig_checks": [
+        "id", "started_at", "finished_at", "host", "trigger", "probe_level_dbfs", "min_level_dbfs",
+        "max_crosstalk_dbfs", "min_snr_db", "passed",
+    ],
+    "rig_check_results": ["id", "rig_check_id", "device_id", "probe_hz", "status", "level_dbfs", "noise_dbfs", "error"],
+    "rig_check_levels": [
+        "id", "rig_check_id", "speaker_device_id", "microphone_device_id", "same_room", "level_dbfs", "noise_dbfs",
     ],
 }  # fmt: skip
 
