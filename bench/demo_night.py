@@ -15,6 +15,7 @@ Reported, for the interactions that got a reply:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -113,11 +114,13 @@ def offline_rtf(model: Path, audio_dir: Path, db_path: Path) -> dict[str, float]
 
 
 class LabSampler:
-    """Resident memory of every process of the lab (this one and its descendants), once a second."""
+    """Resident memory of every process of the lab (this one and its descendants), once a second,
+    and the CPU time of each process, by its part in the night."""
 
     def __init__(self) -> None:
         self.peak_rss = 0
         self.samples: list[tuple[float, int, int]] = []  # (seconds, rss bytes, open files)
+        self._cpu: dict[int, tuple[str, float]] = {}  # pid -> (role, CPU seconds so far)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._started = time.monotonic()
@@ -130,11 +133,40 @@ class LabSampler:
         self._stop.set()
         self._thread.join()
 
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds per part of the lab (a process's last second before it ended is not seen)."""
+        totals: dict[str, float] = {}
+        for role, seconds in self._cpu.values():
+            totals[role] = totals.get(role, 0.0) + seconds
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
     def _loop(self) -> None:
         while not self._stop.wait(1.0):
             rss, files = lab_footprint()
             self.peak_rss = max(self.peak_rss, rss)
             self.samples.append((time.monotonic() - self._started, rss, files))
+            for pid in descendants(os.getpid()):
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    self._cpu[pid] = (process_role(pid), process_cpu_seconds(pid))
+
+
+def process_role(pid: int) -> str:
+    """What a process of the lab is, from what it runs, maps and holds open."""
+    if pid == os.getpid():
+        return "night (this process)"
+    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    if comm in ("pulseaudio", "pacat"):
+        return "PulseAudio" if comm == "pulseaudio" else "silence streams (pacat)"
+    if "libvosk" in Path(f"/proc/{pid}/maps").read_text():
+        return "transcription (Vosk)"
+    if any(os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".sqlite") for fd in os.listdir(f"/proc/{pid}/fd")):
+        return "persona workers"
+    return "simulated Echos"
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(root: int) -> set[int]:
@@ -189,6 +221,7 @@ def main() -> None:
     wall = time.monotonic() - started
     figures = {"echos": args.echos, "night_seconds": wall, "model": str(model),
                "lab_cpu_cores": (cpu_seconds() - cpu_before) / wall, "lab_peak_rss_mb": sampler.peak_rss / 2**20,
+               "cpu_cores_by_role": {role: seconds / wall for role, seconds in sampler.cpu_by_role().items()},
                **night_figures(options.db, options.lab_dir),
                "offline_asr": offline_rtf(model, options.audio_dir, options.db)}
     (root / "figures.json").write_text(json.dumps(figures, indent=2))

@@ -43,6 +43,7 @@ class LazyGroup(click.Group):
         "report": "orchestrator.cli_analysis:report",
         "export": "orchestrator.cli_analysis:export",
         "browse": "orchestrator.cli_analysis:browse",
+        "lab": "orchestrator.cli_lab:lab",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -65,6 +66,7 @@ def main() -> None:
       orchestrator demo                 a demo night on virtual Echos (no hardware needed)
       orchestrator query "SELECT kind, status, transcript FROM interactions"
       orchestrator models list          speech models for transcription
+      orchestrator lab check            can each Echo's microphone hear its own speaker, and no other?
     """
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -38,7 +39,7 @@ from orchestrator import log
 from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip
 from orchestrator.lab import EchoConfig, LabConfig, RigCheck
 from orchestrator.sound import AudioBackend, Chunk, Microphone, Speaker, open_backend, quiet_native_stderr
-from orchestrator.virtual_lab import acoustic_coupling
+from orchestrator.virtual_lab import acoustic_coupling, server_env
 
 PROBE_FORMAT = MIC_FORMAT
 PROBE_SECONDS = 0.4
@@ -199,6 +200,8 @@ def measure(lab: LabConfig, probed: Sequence[str]) -> tuple[list[Heard], dict[st
 
 
 def _measure(lab: LabConfig, probed: list[str]) -> tuple[list[Heard], dict[str, str]]:
+    if lab.virtual_lab is not None:  # reach its devices from any shell, not only the one that started it
+        os.environ.update(server_env(Path(lab.virtual_lab)))
     with _open_rig(lab, probed) as (speakers, microphones, errors):
         time.sleep(SETTLE_SECONDS)
         heard = []

@@ -22,7 +22,7 @@ from orchestrator.audio import validate_wav
 from orchestrator.catalog import load_catalog
 from orchestrator.demo import DEMO_ENDPOINTING, SIM_SCRIPT, SimulatedEchos, render_sim_voice
 from orchestrator.echo_sim import SimScript
-from orchestrator.lab import EchoConfig, LabConfig
+from orchestrator.lab import EchoConfig, LabConfig, RigCheck
 from orchestrator.night import Night
 from orchestrator.persona import compile_plan, load_persona
 from orchestrator.run import RunRequest
@@ -52,7 +52,9 @@ def rig(tmp_path_factory, ko_model, catalog_dir):
         vlab.activate()
         lab = LabConfig(echos=[EchoConfig(name=n, room=n, speaker=f"{n}_out", microphone=f"{n}_mic_mon")
                                for n in ("echo1", "echo2")],
-                        endpointing=DEMO_ENDPOINTING, virtual_lab=lab_dir, reference_replies=True)
+                        endpointing=DEMO_ENDPOINTING, virtual_lab=lab_dir, reference_replies=True,
+                        # the self-test has tests of its own (test_rig_check.py); 20 restarts need not probe 20 times
+                        rig_check=RigCheck(before_night=False))
         with SimulatedEchos(lab_dir, ["echo1", "echo2"], script, clips, "sounddevice"):
             with Night(ko_model, lab_dir, on_event=events.put) as night:
                 yield {"root": root, "vlab": vlab, "lab": lab, "catalog": catalog, "night": night, "events": events,

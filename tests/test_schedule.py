@@ -396,8 +396,10 @@ def test_the_lock_is_released_when_serve_stops(files, services):
 
 
 def test_serve_stops_on_sigterm_within_seconds(files, ko_model):
+    # faulthandler: should it hang, SIGABRT makes it print where every thread is.
     process = subprocess.Popen(
-        [sys.executable, "-c", "from orchestrator.cli_schedule import serve; serve()", *files.serve_args(ko_model)],
+        [sys.executable, "-X", "faulthandler", "-c", "from orchestrator.cli_schedule import serve; serve()",
+         *files.serve_args(ko_model)],
         stderr=subprocess.PIPE, text=True, cwd=PROJECT,
     )
     try:
@@ -406,7 +408,12 @@ def test_serve_stops_on_sigterm_within_seconds(files, ko_model):
             assert line, "".join(lines)
             lines.append(line)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            pytest.fail(f"serve did not stop within 10 s of SIGTERM; its threads:\n{process.stderr.read()}")
+        assert process.returncode == 0
         assert "stopped" in process.stderr.read()
     finally:
         process.kill()
