@@ -27,12 +27,11 @@ from orchestrator.catalog import load_catalog  # noqa: E402
 from orchestrator.demo import (  # noqa: E402
     DEMO_ENDPOINTING,
     SIM_SCRIPT,
-    SimulatedEchos,
     demo_personas,
     render_sim_voice,
     skills_used,
 )
-from orchestrator.echo_sim import SimScript  # noqa: E402
+from orchestrator.echo_sim import SimScript, SimulatedEchos  # noqa: E402
 from orchestrator.lab import EchoConfig, LabConfig  # noqa: E402
 from orchestrator.night import Night  # noqa: E402
 from orchestrator.run import RunRequest  # noqa: E402

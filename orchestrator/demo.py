@@ -7,26 +7,20 @@ exactly as they would in a physical lab (night.py, run.py).
 
 from __future__ import annotations
 
-import multiprocessing
-import threading
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from orchestrator import settings
-from orchestrator.audio import read_wav
 from orchestrator.catalog import Catalog, Skill, load_catalog
-from orchestrator.echo_sim import EchoBrain, SideChannel, SimScript, SimulatedEcho, phrases
+from orchestrator.echo_sim import SimScript, SimulatedEchos, phrases
 from orchestrator.lab import EchoConfig, Endpointing, LabConfig
 from orchestrator.night import Night
 from orchestrator.persona import LoadedPersona, compile_plan, load_personas
 from orchestrator.progress import Progress
 from orchestrator.run import RunRequest, RunSummary
-from orchestrator.sound import open_backend, redirect_native_stderr
 from orchestrator.speech import Synthesizer, Voice
 from orchestrator.transcribe import check_model
-from orchestrator.virtual_lab import VirtualLab, use_own_devices
+from orchestrator.virtual_lab import VirtualLab
 from orchestrator.vosk_models import model_language
 
 SIM_SCRIPT = Path(__file__).parent / "demo" / "echo_sim.yaml"
@@ -120,54 +114,3 @@ def _lab_yaml(lab: LabConfig) -> str:
     import yaml
 
     return yaml.safe_dump(lab.model_dump(mode="json"), sort_keys=False)
-
-
-# -- the simulated Echos, in a process of their own -----------------------------------------------
-
-
-class SimulatedEchos:
-    """Runs each virtual Echo's `SimulatedEcho` in a process of its own, as separate devices would be."""
-
-    def __init__(self, lab_dir: Path, names: list[str], script: SimScript, clips: dict[str, Path],
-                 backend: str) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._stop = ctx.Event()
-        self._ready = [ctx.Event() for _ in names]
-        self._processes = [
-            ctx.Process(target=_serve_echo, name=f"simulated-{name}",
-                        args=(lab_dir, name, script, clips, backend, self._stop, ready))
-            for name, ready in zip(names, self._ready, strict=True)
-        ]
-
-    def __enter__(self) -> SimulatedEchos:
-        for process in self._processes:
-            process.start()
-        deadline = time.monotonic() + 60
-        if not all(ready.wait(max(0.0, deadline - time.monotonic())) for ready in self._ready):
-            self.__exit__()
-            raise RuntimeError("the simulated Echos did not start within 60 s")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for process in self._processes:
-            process.join(10)
-            if process.is_alive():
-                process.kill()
-                process.join()
-
-
-def _serve_echo(lab_dir: Path, name: str, script: SimScript, clip_paths: dict[str, Path], backend_name: str,
-                stop: Any, ready: Any) -> None:
-    redirect_native_stderr(lab_dir / "logs" / f"simulated-{name}.log")
-    use_own_devices(lab_dir, name, "echo")
-    clips = {text: read_wav(path) for text, path in clip_paths.items()}
-    echo = SimulatedEcho(name, EchoBrain(script), clips, SideChannel(lab_dir / f"{name}.said.jsonl"),
-                         lab_dir / f"{name}.truth.jsonl", open_backend(backend_name),
-                         hears=f"{name}_out_mon", speaks=f"{name}_mic")
-    thread = threading.Thread(target=echo.serve, name=name)
-    thread.start()
-    ready.set()
-    stop.wait()
-    echo.stop()
-    thread.join(5)

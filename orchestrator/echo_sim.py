@@ -16,6 +16,7 @@ compare the recorded replies with what was really said.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import threading
@@ -28,9 +29,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat, silence
-from orchestrator.sound import DeviceError
+from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat, read_wav, silence
+from orchestrator.sound import DeviceError, open_backend, redirect_native_stderr
 from orchestrator.vad import EndpointConfig, EndpointDetector
+from orchestrator.virtual_lab import use_own_devices
 
 STREAM_BLOCK_SECONDS = 0.25
 SIM_SPEAKER_LATENCY = 0.2
@@ -422,3 +424,57 @@ def phrases(script: SimScript) -> list[str]:
     for reply in script.questions.values():
         brain_lines.update(reply or [])
     return sorted(brain_lines)
+
+
+# -- the simulated Echos of a lab, each in a process of its own ---------------------------------------
+
+
+class SimulatedEchos:
+    """Runs each virtual Echo's `SimulatedEcho` in a process of its own, as separate devices would be.
+
+    The processes import this module only (not the runner's), so sixteen of them start in seconds.
+    """
+
+    def __init__(self, lab_dir: Path, names: list[str], script: SimScript, clips: dict[str, Path],
+                 backend: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._stop = ctx.Event()
+        self._ready = [ctx.Event() for _ in names]
+        self._processes = [
+            ctx.Process(target=_serve_echo, name=f"simulated-{name}",
+                        args=(lab_dir, name, script, clips, backend, self._stop, ready))
+            for name, ready in zip(names, self._ready, strict=True)
+        ]
+
+    def __enter__(self) -> SimulatedEchos:
+        for process in self._processes:
+            process.start()
+        deadline = time.monotonic() + 60
+        if not all(ready.wait(max(0.0, deadline - time.monotonic())) for ready in self._ready):
+            self.__exit__()
+            raise RuntimeError("the simulated Echos did not start within 60 s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for process in self._processes:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def _serve_echo(lab_dir: Path, name: str, script: SimScript, clip_paths: dict[str, Path], backend_name: str,
+                stop: Any, ready: Any) -> None:
+    redirect_native_stderr(lab_dir / "logs" / f"simulated-{name}.log")
+    use_own_devices(lab_dir, name, "echo")
+    clips = {text: read_wav(path) for text, path in clip_paths.items()}
+    echo = SimulatedEcho(name, EchoBrain(script), clips, SideChannel(lab_dir / f"{name}.said.jsonl"),
+                         lab_dir / f"{name}.truth.jsonl", open_backend(backend_name),
+                         hears=f"{name}_out_mon", speaks=f"{name}_mic")
+    thread = threading.Thread(target=echo.serve, name=name)
+    thread.start()
+    ready.set()
+    stop.wait()
+    echo.stop()
+    thread.join(5)

@@ -24,6 +24,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Engine
+
 from orchestrator import log, settings
 from orchestrator.catalog import Catalog
 from orchestrator.lab import LabConfig
@@ -121,18 +123,18 @@ class Night:
         A persona whose Echo fails the rig self-test (when the lab asks for one before nights) is
         not started: its run is recorded as failed, with the check's reason.
         """
-        everyone = requests
         self.worker_pids = dict  # none yet: never report the previous night's workers
         self.begin_loading()
         assert self._loading is not None
         self._loading.result()  # a broken model raises here, before any persona starts
         if self._server.ensure_running(max_rss_bytes=ASR_RECYCLE_BYTES):  # died, or grew (Vosk does)
             self.on_phase("restarted the transcription server")
-        requests, refused = self._rig_check(requests)
-        self.on_phase(f"starting {len(requests)} persona(s)")
-        requests = [replace(r, asr_socket=self.socket_path, asr_authkey=self.authkey) for r in requests]
-        started = {s.persona: s for s in self._run_workers(requests)} if requests else {}
-        return [started.get(r.persona.persona.name) or refused[r.persona.persona.name] for r in everyone]
+        cleared, refused = self._rig_check(requests)
+        self.on_phase(f"starting {len(cleared)} persona(s)")
+        cleared = [replace(r, asr_socket=self.socket_path, asr_authkey=self.authkey) for r in cleared]
+        started = {s.persona: s for s in self._run_workers(cleared)} if cleared else {}
+        names = [r.persona.persona.name for r in requests]
+        return [started.get(name) or refused[name] for name in names]
 
     def _rig_check(self, requests: list[RunRequest]) -> tuple[list[RunRequest], dict[str, RunSummary]]:
         if not requests or not requests[0].lab.rig_check.before_night:
@@ -189,7 +191,8 @@ class Night:
         with self.stop_on_signals():
             return workers.watch()
 
-def _refuse(engine: Any, request: RunRequest, verdict: Verdict, check_id: int | None) -> RunSummary:
+
+def _refuse(engine: Engine, request: RunRequest, verdict: Verdict, check_id: int | None) -> RunSummary:
     """The failed run of a persona whose Echo did not pass tonight's rig self-test."""
     persona_id, device_id = register(engine, request)
     error = f"rig check {check_id} failed for {verdict.echo} ({verdict.status}): {verdict.error}"

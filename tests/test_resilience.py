@@ -20,8 +20,8 @@ import pytest
 
 from orchestrator.audio import validate_wav
 from orchestrator.catalog import load_catalog
-from orchestrator.demo import DEMO_ENDPOINTING, SIM_SCRIPT, SimulatedEchos, render_sim_voice
-from orchestrator.echo_sim import SimScript
+from orchestrator.demo import DEMO_ENDPOINTING, SIM_SCRIPT, render_sim_voice
+from orchestrator.echo_sim import SimScript, SimulatedEchos
 from orchestrator.lab import EchoConfig, LabConfig, RigCheck
 from orchestrator.night import Night
 from orchestrator.persona import compile_plan, load_persona

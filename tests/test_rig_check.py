@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from orchestrator import log, rig_check
 from orchestrator.catalog import load_catalog
 from orchestrator.cli import main
-from orchestrator.demo import DEMO_ENDPOINTING, SIM_SCRIPT, SimulatedEchos, render_sim_voice
-from orchestrator.echo_sim import SimScript
+from orchestrator.demo import DEMO_ENDPOINTING, SIM_SCRIPT, render_sim_voice
+from orchestrator.echo_sim import SimScript, SimulatedEchos
 from orchestrator.lab import EchoConfig, LabConfig, RigCheck
 from orchestrator.night import Night
 from orchestrator.persona import load_persona

@@ -649,8 +649,8 @@ def test_a_stored_trigger_keeps_its_behaviour():
 def test_a_triggered_persona_really_runs_through_the_scheduler(tmp_path, ko_model, catalog_dir):
     import yaml
 
-    from orchestrator.demo import DEMO_ENDPOINTING, SIM_SCRIPT, SimulatedEchos, render_sim_voice
-    from orchestrator.echo_sim import SimScript
+    from orchestrator.demo import DEMO_ENDPOINTING, SIM_SCRIPT, render_sim_voice
+    from orchestrator.echo_sim import SimScript, SimulatedEchos
     from orchestrator.lab import EchoConfig, LabConfig
     from orchestrator.virtual_lab import VirtualLab
 
