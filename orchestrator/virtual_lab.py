@@ -21,6 +21,7 @@ for as long as the test lasts; kept for a whole night, it would cost a resampler
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -42,6 +43,7 @@ MAX_SOCKET_DIR = 90
 #: Where a running lab tells other processes how to reach its sound server.
 SERVER_FILE = "server.json"
 COUPLING_LATENCY_MSEC = 20
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class LabError(RuntimeError):
@@ -289,7 +291,7 @@ class VirtualLab:
                 "--log-level=warning",
             ],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_end_with_parent,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -327,7 +329,7 @@ class VirtualLab:
                 "--format=s16le", f"--rate={self.rate}", "--channels=1", "/dev/zero",
             ],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_end_with_parent,
         )
 
     def alsa_config_for(self, echo: str, side: str) -> Path:
@@ -427,6 +429,16 @@ def check_programs() -> None:
             f"the virtual lab needs {', '.join(missing)}; install the Debian packages "
             "pulseaudio pulseaudio-utils libasound2-plugins (make setup does this)"
         )
+
+
+def _end_with_parent() -> None:
+    """In a lab process, before it runs: receive SIGTERM when the thread that started it ends.
+
+    A lab owner killed before its cleanup (SIGKILL, or SIGTERM outside a night) must not leave a
+    sound server and its silence streams running; their own session keeps Ctrl-C away from them.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _terminate(proc: subprocess.Popen, timeout: float = 3.0) -> None:
