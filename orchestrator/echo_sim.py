@@ -36,6 +36,9 @@ from orchestrator.virtual_lab import use_own_devices
 
 STREAM_BLOCK_SECONDS = 0.25
 SIM_SPEAKER_LATENCY = 0.2
+#: The Echo times its answers from the chunks' capture times, so deep buffering delays nothing;
+#: it spares the sound server a short period on every speaker's monitor.
+SIM_MICROPHONE_LATENCY = 0.2
 
 
 # -- what the Echo understands ------------------------------------------------------------------
@@ -282,7 +285,7 @@ class SimulatedEcho:
         self.side = side
         self.truth_path = truth_path
         fmt = next(iter(voice_clips.values())).format
-        self.mic = backend.open_microphone(hears, MIC_FORMAT)
+        self.mic = backend.open_microphone(hears, MIC_FORMAT, latency=SIM_MICROPHONE_LATENCY)
         # A deep buffer: a stall on a busy machine must not open a gap inside a reply (a gap over the
         # hangover would end it early); its durations come from playback, so latency changes none.
         self.speaker = backend.open_speaker(speaks, fmt, latency=SIM_SPEAKER_LATENCY)

@@ -33,7 +33,9 @@ BLOCK_SECONDS = 0.02
 #: a busy two-core machine underrun, and an underrun stretches what the Echo hears.
 SPEAKER_LATENCY = 0.06
 #: Input buffering: every millisecond here is a millisecond later that a reply's end is noticed.
-MICROPHONE_LATENCY = "low"
+#: PortAudio's "low" (9 ms on PulseAudio) drives the sound server at a period of 2 ms, which
+#: costs more CPU across many Echos than the 20 ms saved is worth.
+MICROPHONE_LATENCY = 0.03
 
 
 class DeviceError(RuntimeError):
@@ -283,7 +285,7 @@ class AudioBackend(Protocol):
 
     def open_speaker(self, device: str, fmt: AudioFormat, latency: float = SPEAKER_LATENCY) -> Speaker: ...
 
-    def open_microphone(self, device: str, fmt: AudioFormat) -> Microphone: ...
+    def open_microphone(self, device: str, fmt: AudioFormat, latency: float = MICROPHONE_LATENCY) -> Microphone: ...
 
 
 class SoundDeviceBackend:
@@ -316,7 +318,7 @@ class SoundDeviceBackend:
         stream.start()
         return Speaker(stream, play_queue, info.name)
 
-    def open_microphone(self, device: str, fmt: AudioFormat) -> Microphone:
+    def open_microphone(self, device: str, fmt: AudioFormat, latency: float = MICROPHONE_LATENCY) -> Microphone:
         info = resolve_device(device, self.devices(), "input")
         chunks: queue.Queue[Chunk] = queue.Queue()
         state: dict[str, Any] = {"format": fmt, "queue": chunks, "latency": 0.0}
@@ -326,7 +328,7 @@ class SoundDeviceBackend:
 
         stream = self._sd.RawInputStream(
             device=info.index, samplerate=fmt.rate, channels=fmt.channels, dtype="int16",
-            blocksize=int(fmt.rate * BLOCK_SECONDS), latency=MICROPHONE_LATENCY, callback=callback,
+            blocksize=int(fmt.rate * BLOCK_SECONDS), latency=latency, callback=callback,
         )
         state["latency"] = float(stream.latency)
         mic = Microphone(stream, fmt, info.name, chunks)
@@ -371,7 +373,8 @@ class PyAudioBackend:
         play_queue.output_latency = float(stream.get_output_latency())
         return Speaker(_PyAudioStream(stream), play_queue, info.name)
 
-    def open_microphone(self, device: str, fmt: AudioFormat) -> Microphone:
+    def open_microphone(self, device: str, fmt: AudioFormat, latency: float = MICROPHONE_LATENCY) -> Microphone:
+        del latency  # as for the speaker: pyaudio cannot ask for it
         pa = self._pa_module
         info = resolve_device(device, self.devices(), "input")
         chunks: queue.Queue[Chunk] = queue.Queue()

@@ -36,8 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REQUIRED_PROGRAMS = ("pulseaudio", "pactl", "pacat")
-SILENCE_LATENCY_MSEC = 20
-READY_LATENCY_USEC = 50_000
+#: Enough to keep a sink out of its idle 2-second blocks. The recorders on its monitor ask for their
+#: own, lower latency, which the sink then follows; a 20 ms silence stream per sink would cost
+#: PulseAudio about 0.05 cores per Echo for nothing.
+SILENCE_LATENCY_MSEC = 200
+READY_LATENCY_USEC = 250_000
 # Unix socket paths are limited to 108 bytes (sun_path); leave room for "/native".
 MAX_SOCKET_DIR = 90
 #: Where a running lab tells other processes how to reach its sound server.
@@ -243,10 +246,11 @@ class VirtualLab:
         return latencies
 
     def wait_until_ready(self, timeout: float) -> None:
-        """Wait until every sink runs small blocks.
+        """Wait until every sink has left its idle 2-second blocks.
 
         An idle null sink works in 2-second blocks, so a recorder on its monitor would get its
-        first audio 1.3-1.9 s late; the silence streams started per sink shrink that to ~20 ms.
+        first audio 1.3-1.9 s late. With the silence stream playing into it, a sink follows the
+        latency its monitor's recorders ask for (a few ms for a microphone's).
         """
         wanted = {sink for echo in self.echos.values() for sink in echo.sinks()}
         deadline = time.monotonic() + timeout
