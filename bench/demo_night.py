@@ -157,9 +157,12 @@ def process_role(pid: int) -> str:
     comm = Path(f"/proc/{pid}/comm").read_text().strip()
     if comm in ("pulseaudio", "pacat"):
         return "PulseAudio" if comm == "pulseaudio" else "silence streams (pacat)"
-    if "libvosk" in Path(f"/proc/{pid}/maps").read_text():
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    if "libvosk" in maps:
         return "transcription (Vosk)"
-    if any(os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".sqlite") for fd in os.listdir(f"/proc/{pid}/fd")):
+    if "libespeak" in maps:
+        return "speech synthesis"
+    if "_sqlite3" in maps:  # the simulated Echos never open the log
         return "persona workers"
     return "simulated Echos"
 
