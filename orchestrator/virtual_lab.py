@@ -47,6 +47,7 @@ MAX_SOCKET_DIR = 90
 SERVER_FILE = "server.json"
 COUPLING_LATENCY_MSEC = 20
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+SERVER_OPEN_FILES = 8192
 
 
 class LabError(RuntimeError):
@@ -278,6 +279,11 @@ class VirtualLab:
         runtime = self.runtime
         (runtime / "home").mkdir(exist_ok=True)
         (runtime / "state").mkdir(exist_ok=True)
+        # PulseAudio caps itself at 256 open files; each client holds several (memfd pools), and a
+        # lab of 16 Echos has over a hundred clients: the server would refuse them.
+        daemon_conf = runtime / "home" / ".config" / "pulse" / "daemon.conf"
+        daemon_conf.parent.mkdir(parents=True, exist_ok=True)
+        daemon_conf.write_text(f"rlimit-nofile = {SERVER_OPEN_FILES}\n")
         (runtime / "pa.conf").write_text(
             f"load-module module-native-protocol-unix auth-anonymous=1 socket={runtime / 'native'}\n"
             # pacmd talks to this one: it alone can end a stream, as an unplugged device does.
