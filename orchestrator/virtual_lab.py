@@ -48,6 +48,9 @@ SERVER_FILE = "server.json"
 COUPLING_LATENCY_MSEC = 20
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 SERVER_OPEN_FILES = 8192
+#: PulseAudio serves at most 64 clients; an Echo brings six (two silence streams, the persona's
+#: speaker and microphone, the simulated Echo's) and short-lived ones come and go.
+ECHOS_PER_SERVER = 8
 
 
 class LabError(RuntimeError):
@@ -80,127 +83,108 @@ class VirtualEcho:
         return (self.speaker, self.voice)
 
 
-@dataclass
-class VirtualLab:
-    """Start with `with VirtualLab(folder, ["echo1", "echo2"]) as lab:`; stopped on exit."""
+class _SoundServer:
+    """One PulseAudio process of the lab, the sinks it holds, and the silence streams that keep them awake."""
 
-    folder: Path
-    echo_names: list[str]
-    # Everything the lab plays or records is 16 or 22.05 kHz speech: sinks at 16 kHz spare
-    # PulseAudio most of its resampling, which is most of its CPU with many Echos.
-    rate: int = 16000
-    echos: dict[str, VirtualEcho] = field(default_factory=dict, init=False)
-    _server: subprocess.Popen | None = field(default=None, init=False, repr=False)
-    _keepalive: dict[str, subprocess.Popen] = field(default_factory=dict, init=False, repr=False)
-    _modules: dict[str, int] = field(default_factory=dict, init=False, repr=False)
-    _runtime: Path | None = field(default=None, init=False, repr=False)
-    _saved_env: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
+    def __init__(self, index: int, runtime: Path, rate: int) -> None:
+        self.index = index
+        self.runtime = runtime
+        self.rate = rate
+        self.process: subprocess.Popen | None = None
+        self.keepalive: dict[str, subprocess.Popen] = {}
+        self.modules: dict[str, int] = {}
 
-    # -- life cycle ---------------------------------------------------------------------------
-
-    def __enter__(self) -> VirtualLab:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self, ready_timeout: float = 10.0) -> None:
-        check_programs()
-        for name in self.echo_names:
-            validate_echo_name(name)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._runtime = self._make_runtime_dir()
-        self._write_server_config()
-        self._start_server(ready_timeout)
-        try:
-            for name in self.echo_names:
-                self._add_sinks(name)
-            self._write_alsa_config()
-            self.wait_until_ready(ready_timeout)
-            _write_atomically(self.folder / SERVER_FILE, json.dumps(self.client_env(), indent=2) + "\n")
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        """Stop every process started here and remove the runtime files; safe to call twice."""
-        for proc in self._keepalive.values():
-            _terminate(proc)
-        self._keepalive.clear()
-        if self._server is not None:
-            _terminate(self._server)
-            self._server = None
-        self.deactivate()
-        if self._runtime is not None:
-            shutil.rmtree(self._runtime, ignore_errors=True)
-            self._runtime = None
-        shutil.rmtree(self.folder / "alsa", ignore_errors=True)
-        (self.folder / SERVER_FILE).unlink(missing_ok=True)
-        self.echos.clear()
-        self._modules.clear()
-
-    # -- clients ------------------------------------------------------------------------------
-
-    @property
-    def runtime(self) -> Path:
-        if self._runtime is None:
-            raise LabError("the virtual lab is not running")
-        return self._runtime
-
-    @property
-    def alsa_config(self) -> Path:
-        return self.runtime / "asound.conf"
-
-    def client_env(self) -> dict[str, str]:
-        """What a process needs in its environment to use this lab's devices."""
-        runtime = self.runtime
+    def env(self, alsa_config: Path) -> dict[str, str]:
         return {
-            "PULSE_SERVER": f"unix:{runtime / 'native'}",
-            "PULSE_RUNTIME_PATH": str(runtime),
-            "PULSE_STATE_PATH": str(runtime / "state"),
-            "PULSE_COOKIE": str(runtime / "cookie"),
-            "XDG_RUNTIME_DIR": str(runtime),
-            "ALSA_CONFIG_PATH": str(self.alsa_config),
+            "PULSE_SERVER": f"unix:{self.runtime / 'native'}",
+            "PULSE_RUNTIME_PATH": str(self.runtime),
+            "PULSE_STATE_PATH": str(self.runtime / "state"),
+            "PULSE_COOKIE": str(self.runtime / "cookie"),
+            "XDG_RUNTIME_DIR": str(self.runtime),
+            "ALSA_CONFIG_PATH": str(alsa_config),
         }
 
-    def activate(self) -> None:
-        """Point this process's future PortAudio sessions at the lab."""
-        for key, value in self.client_env().items():
-            self._saved_env.setdefault(key, os.environ.get(key))
-            os.environ[key] = value
+    @property
+    def address(self) -> str:
+        return f"unix:{self.runtime / 'native'}"
 
-    def deactivate(self) -> None:
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved_env.clear()
+    def pactl(self, *args: str) -> str:
+        return _pactl({"PULSE_SERVER": self.address, "PULSE_COOKIE": str(self.runtime / "cookie")}, *args)
 
-    # -- changing the rig while it runs ---------------------------------------------------------
+    def start(self, timeout: float) -> None:
+        runtime = self.runtime
+        (runtime / "home").mkdir(exist_ok=True)
+        (runtime / "state").mkdir(exist_ok=True)
+        # PulseAudio caps itself at 256 open files; each client holds several (memfd pools), and
+        # eight Echos bring some fifty clients: the server would refuse the last ones.
+        daemon_conf = runtime / "home" / ".config" / "pulse" / "daemon.conf"
+        daemon_conf.parent.mkdir(parents=True, exist_ok=True)
+        daemon_conf.write_text(f"rlimit-nofile = {SERVER_OPEN_FILES}\n")
+        (runtime / "pa.conf").write_text(
+            f"load-module module-native-protocol-unix auth-anonymous=1 socket={runtime / 'native'}\n"
+            # pacmd talks to this one: it alone can end a stream, as an unplugged device does.
+            f"load-module module-cli-protocol-unix socket={runtime / 'cli'}\n"
+        )
+        env = {**os.environ, **self.env(runtime / "asound.conf"), "HOME": str(runtime / "home")}
+        log = open(runtime / "pulseaudio.log", "wb")  # noqa: SIM115 - owned by the server process
+        self.process = subprocess.Popen(
+            [
+                "pulseaudio", "-n", "-F", str(runtime / "pa.conf"), "--daemonize=no",
+                "--exit-idle-time=-1", "--disallow-exit", "--use-pid-file=no",
+                "--log-level=warning",
+            ],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=_end_with_parent,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = (runtime / "pulseaudio.log").read_text(errors="replace")[-2000:]
+                raise LabError(f"pulseaudio exited with code {self.process.returncode}:\n{tail}")
+            if (runtime / "native").exists():
+                try:
+                    self.pactl("info")
+                    return
+                except LabError:
+                    pass
+            time.sleep(0.05)
+        raise LabError(f"pulseaudio did not answer within {timeout} s (log: {runtime / 'pulseaudio.log'})")
 
-    def add_echo(self, name: str) -> VirtualEcho:
-        validate_echo_name(name)
-        self._add_sinks(name)
-        self._write_alsa_config()
-        return self.echos[name]
+    def stop(self) -> None:
+        for proc in self.keepalive.values():
+            _terminate(proc)
+        self.keepalive.clear()
+        if self.process is not None:
+            _terminate(self.process)
+            self.process = None
+        self.modules.clear()
 
-    def remove_echo(self, name: str) -> None:
-        """Unplug an Echo's speaker and microphone, as a pulled USB cable would.
+    def add_sink(self, sink: str) -> None:
+        module = self.pactl(
+            "load-module", "module-null-sink", f"sink_name={sink}",
+            f"rate={self.rate}", "channels=1", f"sink_properties=device.description={sink}",
+        )
+        self.modules[sink] = int(module.strip())
+        self.keepalive[sink] = subprocess.Popen(
+            [
+                "pacat", "-p", f"--device={sink}", f"--latency-msec={SILENCE_LATENCY_MSEC}",
+                "--format=s16le", f"--rate={self.rate}", "--channels=1", "/dev/zero",
+            ],
+            env={**os.environ, "PULSE_SERVER": self.address}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_end_with_parent,
+        )
 
-        PulseAudio would move the streams of a removed sink to another one and they would carry
-        on; a vanished device ends them, so they are killed first.
-        """
-        echo = self.echos.pop(name)
-        sinks = set(echo.sinks())
+    def remove_sinks(self, sinks: set[str]) -> None:
+        """Unplug sinks: their streams end first, as a vanished device ends them (PulseAudio would move them)."""
         self._kill_streams("sink-inputs", "sinks", sinks)
         self._kill_streams("source-outputs", "sources", {f"{sink}.monitor" for sink in sinks})
-        for sink in echo.sinks():
-            proc = self._keepalive.pop(sink, None)
+        for sink in sinks:
+            proc = self.keepalive.pop(sink, None)
             if proc is not None:
                 _terminate(proc)
-            self.pactl("unload-module", str(self._modules.pop(sink)))
+            self.pactl("unload-module", str(self.modules.pop(sink)))
 
     def _kill_streams(self, streams: str, devices: str, names: set[str]) -> None:
         indices = {line.split()[0] for line in self.pactl("list", "short", devices).splitlines()
@@ -225,15 +209,7 @@ class VirtualLab:
         if reply:
             raise LabError(f"PulseAudio refused {command!r}: {reply}")
 
-    def pactl(self, *args: str) -> str:
-        return _pactl(self.client_env(), *args)
-
-    def mute_speaker(self, name: str, muted: bool = True) -> None:
-        """Silence an Echo's speaker, as a switched-off or unplugged loudspeaker would be."""
-        self.pactl("set-sink-mute", self.echos[name].speaker, "1" if muted else "0")
-
     def sink_latencies(self) -> dict[str, int]:
-        """Current latency of every sink in microseconds, as PulseAudio reports it."""
         latencies: dict[str, int] = {}
         name = None
         for line in self.pactl("list", "sinks").splitlines():
@@ -244,6 +220,125 @@ class VirtualLab:
                 match = re.search(r"(\d+) usec", line)
                 if match:
                     latencies[name] = int(match.group(1))
+        return latencies
+
+
+@dataclass
+class VirtualLab:
+    """Start with `with VirtualLab(folder, ["echo1", "echo2"]) as lab:`; stopped on exit."""
+
+    folder: Path
+    echo_names: list[str]
+    # Everything the lab plays or records is 16 or 22.05 kHz speech: sinks at 16 kHz spare
+    # PulseAudio most of its resampling, which is most of its CPU with many Echos.
+    rate: int = 16000
+    echos: dict[str, VirtualEcho] = field(default_factory=dict, init=False)
+    _servers: list[_SoundServer] = field(default_factory=list, init=False, repr=False)
+    _server_of: dict[str, _SoundServer] = field(default_factory=dict, init=False, repr=False)
+    _saved_env: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> VirtualLab:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, ready_timeout: float = 10.0) -> None:
+        check_programs()
+        for name in self.echo_names:
+            validate_echo_name(name)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            for name in self.echo_names:
+                self._add_sinks(name, ready_timeout)
+            self._write_alsa_config()
+            self.wait_until_ready(ready_timeout)
+            self._write_server_file()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every process started here and remove the runtime files; safe to call twice."""
+        for server in self._servers:
+            server.stop()
+        self.deactivate()
+        for server in self._servers:
+            shutil.rmtree(server.runtime, ignore_errors=True)
+        self._servers.clear()
+        self._server_of.clear()
+        shutil.rmtree(self.folder / "alsa", ignore_errors=True)
+        (self.folder / SERVER_FILE).unlink(missing_ok=True)
+        self.echos.clear()
+
+    # -- clients ------------------------------------------------------------------------------
+
+    @property
+    def runtime(self) -> Path:
+        """The first sound server's folder: its socket, its log, and the lab's ALSA configuration."""
+        if not self._servers:
+            raise LabError("the virtual lab is not running")
+        return self._servers[0].runtime
+
+    @property
+    def alsa_config(self) -> Path:
+        return self.runtime / "asound.conf"
+
+    def client_env(self) -> dict[str, str]:
+        """What a process needs in its environment to use this lab's devices.
+
+        Every device names its own server in the ALSA configuration; `PULSE_SERVER` is the first
+        one, for tools such as pactl.
+        """
+        if not self._servers:
+            raise LabError("the virtual lab is not running")
+        return self._servers[0].env(self.alsa_config)
+
+    def activate(self) -> None:
+        """Point this process's future PortAudio sessions at the lab."""
+        for key, value in self.client_env().items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def deactivate(self) -> None:
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+
+    # -- changing the rig while it runs ---------------------------------------------------------
+
+    def add_echo(self, name: str) -> VirtualEcho:
+        validate_echo_name(name)
+        self._add_sinks(name, 10.0)
+        self._write_alsa_config()
+        self._write_server_file()
+        return self.echos[name]
+
+    def remove_echo(self, name: str) -> None:
+        """Unplug an Echo's speaker and microphone, as a pulled USB cable would."""
+        echo = self.echos.pop(name)
+        self._server_of.pop(name).remove_sinks(set(echo.sinks()))
+
+    def pactl(self, *args: str, echo: str | None = None) -> str:
+        """pactl on the server of `echo` (default: the first server)."""
+        server = self._server_of[echo] if echo is not None else self._servers[0]
+        return server.pactl(*args)
+
+    def mute_speaker(self, name: str, muted: bool = True) -> None:
+        """Silence an Echo's speaker, as a switched-off or unplugged loudspeaker would be."""
+        self.pactl("set-sink-mute", self.echos[name].speaker, "1" if muted else "0", echo=name)
+
+    def sink_latencies(self) -> dict[str, int]:
+        """Current latency of every sink in microseconds, as PulseAudio reports it."""
+        latencies: dict[str, int] = {}
+        for server in self._servers:
+            latencies.update(server.sink_latencies())
         return latencies
 
     def wait_until_ready(self, timeout: float) -> None:
@@ -266,8 +361,28 @@ class VirtualLab:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _make_runtime_dir(self) -> Path:
-        runtime = self.folder / "pulse"
+    def _add_sinks(self, name: str, timeout: float) -> None:
+        if name in self.echos:
+            raise LabError(f"virtual Echo {name!r} exists already")
+        server = self._server_with_room(timeout)
+        echo = VirtualEcho(name)
+        for sink in echo.sinks():
+            server.add_sink(sink)
+        self.echos[name] = echo
+        self._server_of[name] = server
+
+    def _server_with_room(self, timeout: float) -> _SoundServer:
+        """PulseAudio serves at most 64 clients: each server holds ECHOS_PER_SERVER Echos."""
+        for server in self._servers:
+            if sum(1 for s in self._server_of.values() if s is server) < ECHOS_PER_SERVER:
+                return server
+        server = _SoundServer(len(self._servers), self._make_runtime_dir(len(self._servers)), self.rate)
+        self._servers.append(server)
+        server.start(timeout)
+        return server
+
+    def _make_runtime_dir(self, index: int) -> Path:
+        runtime = self.folder / ("pulse" if index == 0 else f"pulse-{index}")
         if len(str(runtime.resolve())) > MAX_SOCKET_DIR:
             return Path(tempfile.mkdtemp(prefix="orch-lab-"))
         if runtime.exists():
@@ -275,72 +390,10 @@ class VirtualLab:
         runtime.mkdir(parents=True)
         return runtime.resolve()
 
-    def _write_server_config(self) -> None:
-        runtime = self.runtime
-        (runtime / "home").mkdir(exist_ok=True)
-        (runtime / "state").mkdir(exist_ok=True)
-        # PulseAudio caps itself at 256 open files; each client holds several (memfd pools), and a
-        # lab of 16 Echos has over a hundred clients: the server would refuse them.
-        daemon_conf = runtime / "home" / ".config" / "pulse" / "daemon.conf"
-        daemon_conf.parent.mkdir(parents=True, exist_ok=True)
-        daemon_conf.write_text(f"rlimit-nofile = {SERVER_OPEN_FILES}\n")
-        (runtime / "pa.conf").write_text(
-            f"load-module module-native-protocol-unix auth-anonymous=1 socket={runtime / 'native'}\n"
-            # pacmd talks to this one: it alone can end a stream, as an unplugged device does.
-            f"load-module module-cli-protocol-unix socket={runtime / 'cli'}\n"
-        )
-
-    def _start_server(self, timeout: float) -> None:
-        runtime = self.runtime
-        env = {**os.environ, **self.client_env(), "HOME": str(runtime / "home")}
-        log = open(runtime / "pulseaudio.log", "wb")  # noqa: SIM115 - owned by the server process
-        self._server = subprocess.Popen(
-            [
-                "pulseaudio", "-n", "-F", str(runtime / "pa.conf"), "--daemonize=no",
-                "--exit-idle-time=-1", "--disallow-exit", "--use-pid-file=no",
-                "--log-level=warning",
-            ],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_end_with_parent,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._server.poll() is not None:
-                tail = (runtime / "pulseaudio.log").read_text(errors="replace")[-2000:]
-                raise LabError(f"pulseaudio exited with code {self._server.returncode}:\n{tail}")
-            if (runtime / "native").exists():
-                try:
-                    self.pactl("info")
-                    return
-                except LabError:
-                    pass
-            time.sleep(0.05)
-        raise LabError(f"pulseaudio did not answer within {timeout} s (log: {runtime / 'pulseaudio.log'})")
-
-    def _add_sinks(self, name: str) -> None:
-        if name in self.echos:
-            raise LabError(f"virtual Echo {name!r} exists already")
-        echo = VirtualEcho(name)
-        for sink in echo.sinks():
-            module = self.pactl(
-                "load-module", "module-null-sink", f"sink_name={sink}",
-                f"rate={self.rate}", "channels=1", f"sink_properties=device.description={sink}",
-            )
-            self._modules[sink] = int(module.strip())
-            self._keepalive[sink] = self._start_silence(sink)
-        self.echos[name] = echo
-
-    def _start_silence(self, sink: str) -> subprocess.Popen:
-        env = {**os.environ, **self.client_env()}
-        return subprocess.Popen(
-            [
-                "pacat", "-p", f"--device={sink}", f"--latency-msec={SILENCE_LATENCY_MSEC}",
-                "--format=s16le", f"--rate={self.rate}", "--channels=1", "/dev/zero",
-            ],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_end_with_parent,
-        )
+    def _write_server_file(self) -> None:
+        servers = {"servers": [server.env(self.alsa_config) for server in self._servers],
+                   "echos": {name: server.index for name, server in self._server_of.items()}}
+        _write_atomically(self.folder / SERVER_FILE, json.dumps(servers, indent=2) + "\n")
 
     def alsa_config_for(self, echo: str, side: str) -> Path:
         """An ALSA configuration naming only the two devices one side of one Echo uses.
@@ -351,12 +404,15 @@ class VirtualLab:
         """
         return alsa_config_path(self.folder, echo, side)
 
+    def _pcm(self, echo: str, name: str, device: str) -> str:
+        return f'pcm.{name} {{ type pulse device "{device}" server "{self._server_of[echo].address}" }}'
+
     def _write_alsa_config(self) -> None:
         lines = ["</usr/share/alsa/alsa.conf>", ""]
         for echo in self.echos.values():
             for sink in echo.sinks():
-                lines.append(f'pcm.{sink} {{ type pulse device "{sink}" }}')
-                lines.append(f'pcm.{sink}_mon {{ type pulse device "{sink}.monitor" }}')
+                lines.append(self._pcm(echo.name, sink, sink))
+                lines.append(self._pcm(echo.name, f"{sink}_mon", f"{sink}.monitor"))
             self._write_side_configs(echo)
         _write_atomically(self.alsa_config, "\n".join(lines) + "\n")
 
@@ -365,7 +421,7 @@ class VirtualLab:
                  "echo": [(echo.speaker_monitor, f"{echo.speaker}.monitor"), (echo.voice, echo.voice)]}
         for side, pcms in sides.items():
             lines = ["</usr/share/alsa/alsa.conf>", ""]
-            lines += [f'pcm.{name} {{ type pulse device "{device}" }}' for name, device in pcms]
+            lines += [self._pcm(echo.name, name, device) for name, device in pcms]
             path = self.alsa_config_for(echo.name, side)
             path.parent.mkdir(parents=True, exist_ok=True)
             _write_atomically(path, "\n".join(lines) + "\n")
@@ -377,30 +433,36 @@ def acoustic_coupling(folder: Path, pairs: Iterable[tuple[str, str]]) -> Iterato
 
     The microphone of the second Echo hears the speaker of the first at the level it was played,
     about 20 ms late. Works from any process: the lab in `folder` is found through its server file.
+    Both Echos must be on one sound server (the first eight Echos share one, and so on).
     """
-    env = server_env(folder)
-    modules: list[str] = []
+    loaded: list[tuple[dict[str, str], str]] = []
     try:
         for speaker, microphone in pairs:
-            modules.append(_pactl(
+            env = server_env(folder, speaker)
+            if env != server_env(folder, microphone):
+                raise LabError(f"{speaker} and {microphone} are on different sound servers: no air between them")
+            loaded.append((env, _pactl(
                 env, "load-module", "module-loopback", f"source={VirtualEcho(speaker).speaker}.monitor",
                 f"sink={VirtualEcho(microphone).voice}", f"latency_msec={COUPLING_LATENCY_MSEC}",
                 "source_dont_move=true", "sink_dont_move=true",
-            ).strip())
+            ).strip()))
         yield
     finally:
-        for module in modules:
+        for env, module in loaded:
             with contextlib.suppress(LabError, subprocess.TimeoutExpired):
                 _pactl(env, "unload-module", module)
 
 
-def server_env(folder: Path) -> dict[str, str]:
-    """The client environment of the virtual lab running in `folder`."""
+def server_env(folder: Path, echo: str | None = None) -> dict[str, str]:
+    """The client environment of the virtual lab running in `folder` (of `echo`'s sound server)."""
     path = folder / SERVER_FILE
     try:
-        return dict(json.loads(path.read_text()))
+        lab = json.loads(path.read_text())
     except FileNotFoundError:
         raise LabError(f"no virtual lab is running in {folder} ({path} is missing)") from None
+    if echo is not None and echo not in lab["echos"]:
+        raise LabError(f"the virtual lab in {folder} has no Echo {echo!r}")
+    return dict(lab["servers"][lab["echos"][echo] if echo is not None else 0])
 
 
 def _pactl(env: dict[str, str], *args: str) -> str:

@@ -51,3 +51,23 @@ def test_air_between_devices_lasts_only_as_long_as_asked(tmp_path):
         assert lab.pactl("list", "short", "modules").count("module-loopback") == before
     with pytest.raises(LabError, match="no virtual lab is running"):
         server_env(tmp_path / "lab")
+
+
+@pytest.mark.lab
+def test_a_lab_larger_than_one_sound_server_spreads_its_echos_and_every_device_works(tmp_path):
+    from orchestrator import rig_check
+    from orchestrator.lab import EchoConfig, LabConfig
+    from orchestrator.virtual_lab import ECHOS_PER_SERVER
+
+    names = [f"echo{i + 1}" for i in range(ECHOS_PER_SERVER + 1)]
+    with VirtualLab(tmp_path / "lab", names) as lab:
+        lab.activate()
+        first, last = server_env(lab.folder, names[0]), server_env(lab.folder, names[-1])
+        assert first["PULSE_SERVER"] != last["PULSE_SERVER"]
+        with pytest.raises(LabError, match="different sound servers"), \
+                acoustic_coupling(lab.folder, [(names[0], names[-1])]):
+            pass
+        config = LabConfig(echos=[EchoConfig(name=n, room=n, speaker=f"{n}_out", microphone=f"{n}_mic_mon")
+                                  for n in names], virtual_lab=lab.folder)
+        report = rig_check.self_test(config, None, "manual")  # every speaker heard by its own microphone
+    assert report.passed, report.failures()
