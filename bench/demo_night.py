@@ -150,21 +150,17 @@ class LabSampler:
                     self._cpu[pid] = (process_role(pid), process_cpu_seconds(pid))
 
 
+#: Process names (orchestrator/processes.py) and programs, by their part in the night.
+ROLES = {"pulseaudio": "PulseAudio", "pacat": "silence streams (pacat)", "vosk-asr": "transcription (Vosk)",
+         "tts-": "speech synthesis", "persona-": "persona workers", "sim-": "simulated Echos"}
+
+
 def process_role(pid: int) -> str:
-    """What a process of the lab is, from what it runs, maps and holds open."""
+    """What a process of the lab is, from the name it gave itself."""
     if pid == os.getpid():
         return "night (this process)"
     comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    if comm in ("pulseaudio", "pacat"):
-        return "PulseAudio" if comm == "pulseaudio" else "silence streams (pacat)"
-    maps = Path(f"/proc/{pid}/maps").read_text()
-    if "libvosk" in maps:
-        return "transcription (Vosk)"
-    if "libespeak" in maps:
-        return "speech synthesis"
-    if "_sqlite3" in maps:  # the simulated Echos never open the log
-        return "persona workers"
-    return "simulated Echos"
+    return next((role for prefix, role in ROLES.items() if comm.startswith(prefix)), "other helpers")
 
 
 def process_cpu_seconds(pid: int) -> float:

@@ -30,6 +30,7 @@ import numpy as np
 import yaml
 
 from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat, read_wav, silence
+from orchestrator.processes import name_this_process
 from orchestrator.sound import DeviceError, open_backend, redirect_native_stderr
 from orchestrator.vad import EndpointConfig, EndpointDetector
 from orchestrator.virtual_lab import use_own_devices
@@ -444,7 +445,7 @@ class SimulatedEchos:
         self._stop = ctx.Event()
         self._ready = [ctx.Event() for _ in names]
         self._processes = [
-            ctx.Process(target=_serve_echo, name=f"simulated-{name}",
+            ctx.Process(target=_serve_echo, name=f"sim-{name}",
                         args=(lab_dir, name, script, clips, backend, self._stop, ready))
             for name, ready in zip(names, self._ready, strict=True)
         ]
@@ -469,6 +470,7 @@ class SimulatedEchos:
 
 def _serve_echo(lab_dir: Path, name: str, script: SimScript, clip_paths: dict[str, Path], backend_name: str,
                 stop: Any, ready: Any) -> None:
+    name_this_process()
     redirect_native_stderr(lab_dir / "logs" / f"simulated-{name}.log")
     use_own_devices(lab_dir, name, "echo")
     clips = {text: read_wav(path) for text, path in clip_paths.items()}

@@ -30,6 +30,7 @@ from orchestrator import log, settings
 from orchestrator.catalog import Catalog
 from orchestrator.lab import LabConfig
 from orchestrator.persona import LoadedPersona
+from orchestrator.processes import name_this_process
 from orchestrator.progress import Progress
 from orchestrator.rig_check import Verdict, self_test
 from orchestrator.run import (
@@ -69,6 +70,7 @@ class WorkerDone:
 
 def _worker(request: RunRequest, events: Any, log_dir: Path, stop: Any, room_lock: Any) -> None:
     persona = request.persona.persona.name
+    name_this_process()
     redirect_native_stderr(log_dir / f"{persona}.log")
     use_own_devices(request.lab.virtual_lab, request.persona.persona.echo, "persona")
     # Ctrl-C reaches the whole process group; the night decides, and asks through `stop`.

@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +54,8 @@ NOISE_SECONDS = 0.3
 #: After the last sample has left the speaker: room echo, converter and loopback latency.
 TAIL_SECONDS = 0.3
 SETTLE_SECONDS = 0.3
+#: Nothing here needs a quick reaction: deep buffers spare a busy machine underruns.
+DEVICE_LATENCY = 0.2
 SILENCE_DBFS = -120.0
 FULL_SCALE = 32767.0
 
@@ -202,49 +204,47 @@ def measure(lab: LabConfig, probed: Sequence[str]) -> tuple[list[Heard], dict[st
 def _measure(lab: LabConfig, probed: list[str]) -> tuple[list[Heard], dict[str, str]]:
     if lab.virtual_lab is not None:  # reach its devices from any shell, not only the one that started it
         os.environ.update(server_env(Path(lab.virtual_lab)))
-    with _open_rig(lab, probed) as (speakers, microphones, errors):
+    # PortAudio's probe and ALSA's underrun notices are not the operator's business.
+    with quiet_native_stderr(), contextlib.ExitStack() as stack:
+        backends: dict[str, AudioBackend] = {}
+        microphones, errors = _open_microphones(lab, backends, stack)
         time.sleep(SETTLE_SECONDS)
         heard = []
         for name in probed:
-            if name not in errors:
-                heard += _probe(lab, name, speakers[name], microphones)
-        return heard, errors
-
-
-@contextlib.contextmanager
-def _open_rig(lab: LabConfig, probed: list[str]) -> Iterator[tuple[dict[str, Speaker], dict[str, Microphone],
-                                                                   dict[str, str]]]:
-    backends: dict[str, AudioBackend] = {}
-    speakers: dict[str, Speaker] = {}
-    microphones: dict[str, Microphone] = {}
-    errors: dict[str, str] = {}
-
-    def backend(echo: EchoConfig) -> AudioBackend:
-        name = lab.backend_of(echo)
-        if name not in backends:
-            with quiet_native_stderr():
-                backends[name] = open_backend(name)
-        return backends[name]
-
-    try:
-        for echo in lab.echos:
-            try:
-                microphones[echo.name] = backend(echo).open_microphone(echo.microphone, MIC_FORMAT)
-            except Exception as exc:  # noqa: BLE001 - any failure to open is the verdict, not a crash
-                errors[echo.name] = f"microphone {echo.microphone!r} could not be opened: {exc}"
-        for name in probed:
+            if name in errors:
+                continue
             echo = lab.echo(name)
             try:
-                speakers[name] = backend(echo).open_speaker(echo.speaker, PROBE_FORMAT)
-            except Exception as exc:  # noqa: BLE001
+                speaker = _backend(lab, echo, backends).open_speaker(echo.speaker, PROBE_FORMAT, DEVICE_LATENCY)
+            except Exception as exc:  # noqa: BLE001 - any failure to open is the verdict, not a crash
                 errors[name] = f"speaker {echo.speaker!r} could not be opened: {exc}"
+                continue
+            with speaker:  # one speaker at a time: the others stay silent, and the machine is spared
+                heard += _probe(lab, name, speaker, microphones)
         # Only a probed Echo's own devices decide its verdict; another room's missing microphone
         # is reported when that Echo is probed.
-        yield speakers, microphones, {n: e for n, e in errors.items() if n in probed}
-    finally:
-        for device in [*speakers.values(), *microphones.values()]:
-            with contextlib.suppress(Exception):
-                device.close()
+        return heard, {n: e for n, e in errors.items() if n in probed}
+
+
+def _backend(lab: LabConfig, echo: EchoConfig, backends: dict[str, AudioBackend]) -> AudioBackend:
+    name = lab.backend_of(echo)
+    if name not in backends:
+        backends[name] = open_backend(name)
+    return backends[name]
+
+
+def _open_microphones(lab: LabConfig, backends: dict[str, AudioBackend],
+                      stack: contextlib.ExitStack) -> tuple[dict[str, Microphone], dict[str, str]]:
+    microphones: dict[str, Microphone] = {}
+    errors: dict[str, str] = {}
+    for echo in lab.echos:
+        try:
+            mic = _backend(lab, echo, backends).open_microphone(echo.microphone, MIC_FORMAT, DEVICE_LATENCY)
+        except Exception as exc:  # noqa: BLE001 - any failure to open is the verdict, not a crash
+            errors[echo.name] = f"microphone {echo.microphone!r} could not be opened: {exc}"
+            continue
+        microphones[echo.name] = stack.enter_context(mic)
+    return microphones, errors
 
 
 def _probe(lab: LabConfig, name: str, speaker: Speaker, microphones: dict[str, Microphone]) -> list[Heard]:

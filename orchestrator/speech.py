@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .audio import Clip, InvalidAudio, read_wav, resample, trim_silence, validate_wav, write_wav_atomic
+from .processes import name_this_process
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,7 @@ class _Engine:
 
 def _worker_main(conn: Connection, voice: Voice | None, scratch: str) -> None:
     """Entry point of the worker process. With `voice=None` it only lists the voices."""
+    name_this_process()
     _silence_stdout()
     try:
         engine = _Engine()

@@ -51,6 +51,7 @@ from typing import Any, Self
 import numpy as np
 
 from .audio import MIC_FORMAT, Clip
+from .processes import name_this_process
 from .settings import ENV_VOSK_MODEL
 
 #: The only rate the server decodes at; the recorder delivers exactly this (see `audio.MIC_FORMAT`).
@@ -410,6 +411,8 @@ def _server_main(
     """Entry point of the spawned server process."""
     import vosk
 
+    name_this_process()
+
     vosk.SetLogLevel(-1)  # warnings and errors only
     started = time.perf_counter()
     with _stderr_into(load_log):
@@ -505,7 +508,7 @@ class TranscriptionServer:
             load_log,
             child_end,
         )
-        process = ctx.Process(target=_server_main, args=args, name="vosk-transcription-server", daemon=True)
+        process = ctx.Process(target=_server_main, args=args, name="vosk-asr", daemon=True)
         process.start()
         child_end.close()  # so our end sees EOF if the child dies
         try:

@@ -21,7 +21,6 @@ for as long as the test lasts; kept for a whole night, it would cost a resampler
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -35,6 +34,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.processes import end_with_parent
+
 REQUIRED_PROGRAMS = ("pulseaudio", "pactl", "pacat")
 #: Enough to keep a sink out of its idle 2-second blocks. The recorders on its monitor ask for their
 #: own, lower latency, which the sink then follows; a 20 ms silence stream per sink would cost
@@ -46,7 +47,6 @@ MAX_SOCKET_DIR = 90
 #: Where a running lab tells other processes how to reach its sound server.
 SERVER_FILE = "server.json"
 COUPLING_LATENCY_MSEC = 20
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 SERVER_OPEN_FILES = 8192
 #: PulseAudio serves at most 64 clients; an Echo brings six (two silence streams, the persona's
 #: speaker and microphone, the simulated Echo's) and short-lived ones come and go.
@@ -134,7 +134,7 @@ class _SoundServer:
                 "--log-level=warning",
             ],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_end_with_parent,
+            start_new_session=True, preexec_fn=end_with_parent,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -173,7 +173,7 @@ class _SoundServer:
             ],
             env={**os.environ, "PULSE_SERVER": self.address}, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=_end_with_parent,
+            preexec_fn=end_with_parent,
         )
 
     def remove_sinks(self, sinks: set[str]) -> None:
@@ -501,16 +501,6 @@ def check_programs() -> None:
             f"the virtual lab needs {', '.join(missing)}; install the Debian packages "
             "pulseaudio pulseaudio-utils libasound2-plugins (make setup does this)"
         )
-
-
-def _end_with_parent() -> None:
-    """In a lab process, before it runs: receive SIGTERM when the thread that started it ends.
-
-    A lab owner killed before its cleanup (SIGKILL, or SIGTERM outside a night) must not leave a
-    sound server and its silence streams running; their own session keeps Ctrl-C away from them.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _terminate(proc: subprocess.Popen, timeout: float = 3.0) -> None:
