@@ -51,8 +51,8 @@ HIGHEST_PROBE_HZ = 6500.0
 #: Correlation frames: 10 Hz wide, so neighbouring probes (230 Hz apart) do not leak into each other.
 FRAME_SECONDS = 0.1
 NOISE_SECONDS = 0.3
-#: After the last sample has left the speaker: room echo, converter and loopback latency.
-TAIL_SECONDS = 0.3
+#: After the last sample has left the speaker: room echo, the loopback and the microphone's buffer.
+TAIL_SECONDS = 0.5
 SETTLE_SECONDS = 0.3
 #: Nothing here needs a quick reaction: deep buffers spare a busy machine underruns.
 DEVICE_LATENCY = 0.2
@@ -140,8 +140,8 @@ def tone_level(samples: np.ndarray, frequency: float, rate: int) -> float:
     return max(SILENCE_DBFS, 20 * float(np.log10(max(amplitude, 1e-9) / FULL_SCALE)))
 
 
-def _samples(chunks: Sequence[Chunk], start: float, end: float) -> np.ndarray:
-    parts = [np.frombuffer(c.pcm, dtype="<i2") for c in chunks if c.end > start and c.start < end]
+def _samples(chunks: Sequence[Chunk]) -> np.ndarray:
+    parts = [np.frombuffer(c.pcm, dtype="<i2") for c in chunks]
     return np.concatenate(parts) if parts else np.zeros(0, dtype="<i2")
 
 
@@ -248,20 +248,17 @@ def _open_microphones(lab: LabConfig, backends: dict[str, AudioBackend],
 
 
 def _probe(lab: LabConfig, name: str, speaker: Speaker, microphones: dict[str, Microphone]) -> list[Heard]:
+    """Noise is what the microphones delivered before the probe was queued; the probe is in what came after."""
     hz = probe_frequency(lab, name)
     for mic in microphones.values():
         mic.drain()
     time.sleep(NOISE_SECONDS)
-    playback = speaker.play(probe_clip(hz, lab.rig_check.probe_level))
+    before = {mic_name: _samples(mic.take_all()) for mic_name, mic in microphones.items()}
+    speaker.play(probe_clip(hz, lab.rig_check.probe_level))
     time.sleep(TAIL_SECONDS)
-    heard = []
-    for mic_name, mic in microphones.items():
-        chunks = mic.take_all()
-        noise = _samples(chunks, float("-inf"), playback.started - 0.05)
-        during = _samples(chunks, playback.started, playback.ended + TAIL_SECONDS)
-        heard.append(Heard(name, mic_name, tone_level(during, hz, MIC_FORMAT.rate),
-                           tone_level(noise, hz, MIC_FORMAT.rate)))
-    return heard
+    return [Heard(name, mic_name, tone_level(_samples(mic.take_all()), hz, MIC_FORMAT.rate),
+                  tone_level(before[mic_name], hz, MIC_FORMAT.rate))
+            for mic_name, mic in microphones.items()]
 
 
 # -- the whole check ---------------------------------------------------------------------------------
