@@ -90,6 +90,11 @@ class LabConfig(Strict):
     def backend_of(self, echo: EchoConfig) -> Backend:
         return echo.backend or self.audio_backend
 
+    def device_row(self, echo: EchoConfig) -> dict[str, str | None]:
+        """The Echo as the log's `devices` table records it (`log.upsert_device`)."""
+        return {"name": echo.name, "room": echo.room, "speaker_device": echo.speaker,
+                "microphone_device": echo.microphone, "audio_backend": self.backend_of(echo)}
+
 
 def load_lab(path: Path) -> LabConfig:
     document = config_files.read_document(path)

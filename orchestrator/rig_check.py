@@ -16,14 +16,13 @@ The verdict on a probed Echo is
     device_error  its speaker or microphone could not be opened.
 
 Echos of one room hear each other by design (they never speak at once); their levels are stored
-but judge nothing. PortAudio fixes its device list when it initialises, so the measuring happens
-in a short-lived child process: a scheduler running for weeks sees tonight's devices.
+but judge nothing. The measuring happens in a short-lived child process (`in_fresh_portaudio`): a
+scheduler running for weeks sees tonight's devices.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import socket
 import time
@@ -38,7 +37,15 @@ from sqlalchemy.engine import Engine
 from orchestrator import log
 from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip
 from orchestrator.lab import EchoConfig, LabConfig, RigCheck
-from orchestrator.sound import AudioBackend, Chunk, Microphone, Speaker, open_backend, quiet_native_stderr
+from orchestrator.sound import (
+    AudioBackend,
+    Chunk,
+    Microphone,
+    Speaker,
+    in_fresh_portaudio,
+    open_backend,
+    quiet_native_stderr,
+)
 from orchestrator.virtual_lab import acoustic_coupling, server_env
 
 PROBE_FORMAT = MIC_FORMAT
@@ -58,10 +65,6 @@ SETTLE_SECONDS = 0.3
 DEVICE_LATENCY = 0.2
 SILENCE_DBFS = -120.0
 FULL_SCALE = 32767.0
-
-
-class RigCheckError(RuntimeError):
-    """The self-test itself could not be carried out."""
 
 
 @dataclass(frozen=True)
@@ -197,8 +200,7 @@ def _leaks(lab: LabConfig, settings: RigCheck, name: str, heard: Sequence[Heard]
 
 def measure(lab: LabConfig, probed: Sequence[str]) -> tuple[list[Heard], dict[str, str]]:
     """Play each probed Echo's probe and listen on every microphone of the lab, in a fresh process."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure, (lab, list(probed)))
+    return in_fresh_portaudio(_measure, lab, list(probed))
 
 
 def _measure(lab: LabConfig, probed: list[str]) -> tuple[list[Heard], dict[str, str]]:
@@ -287,9 +289,7 @@ def _coupled(lab: LabConfig, probed: list[str]) -> contextlib.AbstractContextMan
 
 def store(engine: Engine, lab: LabConfig, trigger: str, started: datetime, verdicts: Sequence[Verdict],
           heard: Sequence[Heard]) -> int:
-    devices = {echo.name: log.upsert_device(engine, name=echo.name, room=echo.room, speaker_device=echo.speaker,
-                                            microphone_device=echo.microphone, audio_backend=lab.backend_of(echo))
-               for echo in lab.echos}
+    devices = {echo.name: log.upsert_device(engine, **lab.device_row(echo)) for echo in lab.echos}
     settings = lab.rig_check
     check = log.RigCheck(started_at=started, finished_at=log.utcnow(), host=socket.gethostname(), trigger=trigger,
                          probe_level_dbfs=settings.probe_level, min_level_dbfs=settings.min_level,

@@ -502,10 +502,7 @@ def register(engine: Engine, request: RunRequest) -> tuple[int, int]:
         engine, name=persona.name, interest=persona.interest, is_control=persona.control,
         file_path=loaded.path, file_sha256=hashlib.sha256(loaded.path.read_bytes()).hexdigest(),
     )
-    device_id = log.upsert_device(
-        engine, name=echo.name, room=echo.room, speaker_device=echo.speaker, microphone_device=echo.microphone,
-        audio_backend=request.lab.backend_of(echo),
-    )
+    device_id = log.upsert_device(engine, **request.lab.device_row(echo))
     return persona_id, device_id
 
 

@@ -576,8 +576,7 @@ def _device_row(engine: Engine, args: JobArgs) -> int | None:
         echo = lab.echo(echo_name)
     except (ConfigError, OSError, KeyError):
         return None
-    return log.upsert_device(engine, name=echo.name, room=echo.room, speaker_device=echo.speaker,
-                             microphone_device=echo.microphone, audio_backend=lab.backend_of(echo))
+    return log.upsert_device(engine, **lab.device_row(echo))
 
 
 # -- the job store --------------------------------------------------------------------------------

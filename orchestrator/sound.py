@@ -20,12 +20,14 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from orchestrator.audio import AudioFormat, Clip
+
+T = TypeVar("T")
 
 BACKENDS = ("sounddevice", "pyaudio")
 BLOCK_SECONDS = 0.02
@@ -418,16 +420,21 @@ def open_backend(name: str) -> AudioBackend:
 
 
 
-def check_devices(wanted: list[tuple[str, str, str]]) -> list[str]:
-    """Which of (backend, device name, "input"|"output") cannot be opened by name, and why.
+def in_fresh_portaudio(func: Callable[..., T], *args: Any) -> T:
+    """`func(*args)` in a short-lived child process, and its result.
 
-    Asked in a short-lived child process: PortAudio fixes its device list when it initialises,
-    and a long-running scheduler must see tonight's devices, not those of the day it started.
+    PortAudio fixes its device list when it initialises: a long-running scheduler must see
+    tonight's devices, not those of the day it started.
     """
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_device_problems, (wanted,))
+        return pool.apply(func, args)
+
+
+def check_devices(wanted: list[tuple[str, str, str]]) -> list[str]:
+    """Which of (backend, device name, "input"|"output") cannot be opened by name, and why."""
+    return in_fresh_portaudio(_device_problems, wanted)
 
 
 def _device_problems(wanted: list[tuple[str, str, str]]) -> list[str]:

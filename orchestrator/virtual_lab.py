@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from orchestrator.processes import end_with_parent
 
@@ -435,11 +436,12 @@ def acoustic_coupling(folder: Path, pairs: Iterable[tuple[str, str]]) -> Iterato
     about 20 ms late. Works from any process: the lab in `folder` is found through its server file.
     Both Echos must be on one sound server (the first eight Echos share one, and so on).
     """
+    servers = _read_server_file(folder)
     loaded: list[tuple[dict[str, str], str]] = []
     try:
         for speaker, microphone in pairs:
-            env = server_env(folder, speaker)
-            if env != server_env(folder, microphone):
+            env = _env_of(servers, folder, speaker)
+            if env != _env_of(servers, folder, microphone):
                 raise LabError(f"{speaker} and {microphone} are on different sound servers: no air between them")
             loaded.append((env, _pactl(
                 env, "load-module", "module-loopback", f"source={VirtualEcho(speaker).speaker}.monitor",
@@ -455,14 +457,21 @@ def acoustic_coupling(folder: Path, pairs: Iterable[tuple[str, str]]) -> Iterato
 
 def server_env(folder: Path, echo: str | None = None) -> dict[str, str]:
     """The client environment of the virtual lab running in `folder` (of `echo`'s sound server)."""
+    return _env_of(_read_server_file(folder), folder, echo)
+
+
+def _read_server_file(folder: Path) -> dict[str, Any]:
     path = folder / SERVER_FILE
     try:
-        lab = json.loads(path.read_text())
+        return dict(json.loads(path.read_text()))
     except FileNotFoundError:
         raise LabError(f"no virtual lab is running in {folder} ({path} is missing)") from None
-    if echo is not None and echo not in lab["echos"]:
+
+
+def _env_of(servers: dict[str, Any], folder: Path, echo: str | None) -> dict[str, str]:
+    if echo is not None and echo not in servers["echos"]:
         raise LabError(f"the virtual lab in {folder} has no Echo {echo!r}")
-    return dict(lab["servers"][lab["echos"][echo] if echo is not None else 0])
+    return dict(servers["servers"][servers["echos"][echo] if echo is not None else 0])
 
 
 def _pactl(env: dict[str, str], *args: str) -> str:
