@@ -16,6 +16,7 @@ import click
 
 from orchestrator import __version__, settings
 from orchestrator.cli_options import (
+    CONTEXT_SETTINGS,
     InputError,
     audio_dir_option,
     catalog_option,
@@ -56,7 +57,7 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="orchestrator")
 def main() -> None:
     """Drive Amazon Echos with scripted personas, record and transcribe what they answer, and log it.

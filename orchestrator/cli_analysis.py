@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli_options import db_option
+from orchestrator.cli_options import CONTEXT_SETTINGS, db_option
 from orchestrator.export import EXPORT_FORMATS
 from orchestrator.query import FORMATS, QueryError
 from orchestrator.reports import REPORTS, Filters, ReportError, check_date
@@ -33,7 +33,7 @@ def _info(message: str) -> None:
 # -- report -----------------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("name", type=click.Choice(list(REPORTS)), metavar="NAME")
 @db_option
 @click.option("--night", callback=_night_date, metavar="DATE",
@@ -98,7 +98,7 @@ def _night_page(name: str, db: Path, night: str | None, since: str | None, perso
 # -- export -----------------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("name", metavar="TABLE_OR_VIEW")
 @db_option
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=None,
@@ -129,7 +129,7 @@ def export(name: str, db: Path, fmt: str | None, out: Path) -> None:
 # -- browse -----------------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but loopback lets the network read the log.")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from orchestrator import settings
-from orchestrator.cli_options import InputError, reports_errors
+from orchestrator.cli_options import CONTEXT_SETTINGS, InputError, reports_errors
 
 if TYPE_CHECKING:
     from orchestrator.catalog_import import ImportResult
@@ -43,7 +43,7 @@ def parse_mapping(_ctx: click.Context, _param: click.Parameter, values: tuple[st
     return pairs
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(context_settings=CONTEXT_SETTINGS)
 def catalog() -> None:
     """Import crawls of the Alexa skill store into the skills catalog, and list the catalog.
 

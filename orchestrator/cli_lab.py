@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.cli_options import InputError, db_option, lab_option, reports_errors
+from orchestrator.cli_options import CONTEXT_SETTINGS, InputError, db_option, lab_option, reports_errors
 
 if TYPE_CHECKING:
     from orchestrator.lab import LabConfig
     from orchestrator.rig_check import RigReport
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(context_settings=CONTEXT_SETTINGS)
 def lab() -> None:
     """Check the speakers and microphones of the lab."""
 

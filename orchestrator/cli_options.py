@@ -14,6 +14,10 @@ from orchestrator import settings
 from orchestrator.config_files import ConfigError
 from orchestrator.progress import operator_console
 
+#: For every command a module offers on its own (the lazily loaded ones are also run standalone):
+#: click caches a command's help option the first time it is asked, with that context's names.
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
 BAD_INPUT = 2
 stderr = operator_console()
 

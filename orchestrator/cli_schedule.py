@@ -18,6 +18,7 @@ import click
 
 from orchestrator import schedule, settings
 from orchestrator.cli_options import (
+    CONTEXT_SETTINGS,
     audio_dir_option,
     catalog_option,
     db_option,
@@ -49,7 +50,7 @@ def job_store(jobs_db: Path) -> Iterator[Any]:
 # -- serve ------------------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--personas", "personas_dir", type=click.Path(file_okay=False, path_type=Path),
               default=lambda: settings.project_home() / "persona_scripts", show_default="persona_scripts/",
               help="Folder whose *.yaml persona files are scheduled (subfolders are not).")
@@ -142,7 +143,7 @@ def _restore_signals(previous: dict[int, Any]) -> None:
 # -- schedule ---------------------------------------------------------------------------------------
 
 
-@click.group("schedule")
+@click.group("schedule", context_settings=CONTEXT_SETTINGS)
 def schedule_group() -> None:
     """See and change what `serve` runs: next run times, runs by hand, pauses."""
 
@@ -227,7 +228,7 @@ def schedule_resume(persona: str, jobs_db: Path) -> None:
 # -- status -----------------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @db_option
 @jobs_db_option
 def status(db: Path, jobs_db: Path) -> None:
