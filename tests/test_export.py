@@ -7,7 +7,6 @@ import io
 import json
 import sqlite3
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from two_nights import NIGHT_1, build
+from two_nights import NIGHT_1, build, two_nights_db  # noqa: F401 - the `db` fixture
 
 from orchestrator.cli import main
 from orchestrator.export import ExportError, export, format_for
-
-
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("two-nights")
-    path = folder / "orchestrator.sqlite"
-    build(path, folder).dispose()
-    yield path
 
 
 def sqlite_rows(db: Path, name: str) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -5,28 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from two_nights import NIGHT_1, NIGHT_2, build
+from two_nights import NIGHT_1, NIGHT_2, build, two_nights_db  # noqa: F401 - the `db` fixture
 
 from orchestrator import log
 from orchestrator.cli import main
 from orchestrator.night_page import STATUS_COLOURS, html_table
 from orchestrator.query import QueryError
 from orchestrator.reports import REPORTS, Filters, ReportError, latest_night, run_report
-
-
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("two-nights")
-    path = folder / "orchestrator.sqlite"
-    engine = build(path, folder)
-    engine.dispose()
-    yield path
 
 
 def rows_of(db: Path, name: str, **filters: Any) -> list[dict[str, Any]]:

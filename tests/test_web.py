@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from two_nights import NIGHT_1, NIGHT_2, build
+from two_nights import NIGHT_1, NIGHT_2, build, two_nights_db  # noqa: F401 - the `db` fixture
 
 from orchestrator import web
 from orchestrator.cli import main
@@ -54,14 +54,6 @@ def serving(db: Path, *, immutable: bool = True) -> Iterator[str]:
                 time.sleep(0.1)
         yield base
     assert process.poll() is not None
-
-
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("two-nights")
-    path = folder / "orchestrator.sqlite"
-    build(path, folder).dispose()
-    yield path
 
 
 def schema_columns(db: Path) -> dict[str, list[str]]:

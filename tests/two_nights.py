@@ -11,10 +11,12 @@ Night 2026-03-05:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine
 
 from orchestrator import log
@@ -111,3 +113,12 @@ def build(db_path: Path, audio_dir: Path) -> Engine:
     log.record_missed_run(engine, persona_id=vanilla, device_id=echo_2, scheduled_for=f"{NIGHT_2}T21:05:00Z",
                           error="the scheduler was down")
     return engine
+
+
+@pytest.fixture(scope="module", name="db")
+def two_nights_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The two nights' log, built once per test module that imports this fixture (as `db`)."""
+    folder = tmp_path_factory.mktemp("two-nights")
+    path = folder / "orchestrator.sqlite"
+    build(path, folder).dispose()
+    yield path
