@@ -142,10 +142,11 @@ class LabSampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(1.0):
-            rss, files = lab_footprint()
+            pids = descendants(os.getpid())
+            rss, files = lab_footprint(pids)
             self.peak_rss = max(self.peak_rss, rss)
             self.samples.append((time.monotonic() - self._started, rss, files))
-            for pid in descendants(os.getpid()):
+            for pid in pids:
                 with contextlib.suppress(OSError, IndexError, ValueError):
                     self._cpu[pid] = (process_role(pid), process_cpu_seconds(pid))
 
@@ -185,10 +186,10 @@ def descendants(root: int) -> set[int]:
     return found
 
 
-def lab_footprint() -> tuple[int, int]:
-    """Total resident memory (bytes) and open file descriptors of this process tree."""
+def lab_footprint(pids: set[int] | None = None) -> tuple[int, int]:
+    """Total resident memory (bytes) and open file descriptors of `pids` (default: this process tree)."""
     rss = files = 0
-    for pid in descendants(os.getpid()):
+    for pid in pids if pids is not None else descendants(os.getpid()):
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
