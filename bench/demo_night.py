@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.demo import DemoSettings, run_demo  # noqa: E402
-from orchestrator.echo_sim import read_truth  # noqa: E402
+from orchestrator.sim.echo import read_truth  # noqa: E402
 from orchestrator.progress import Progress  # noqa: E402
 
 CUT_TOLERANCE = 0.3

@@ -31,12 +31,12 @@ from orchestrator.demo import (  # noqa: E402
     render_sim_voice,
     skills_used,
 )
-from orchestrator.echo_sim import SimScript, SimulatedEchos  # noqa: E402
+from orchestrator.sim.echo import SimScript, SimulatedEchos  # noqa: E402
 from orchestrator.lab import EchoConfig, LabConfig  # noqa: E402
 from orchestrator.night import Night  # noqa: E402
 from orchestrator.run import RunRequest  # noqa: E402
 from orchestrator.settings import project_home  # noqa: E402
-from orchestrator.virtual_lab import VirtualLab  # noqa: E402
+from orchestrator.sim.lab import VirtualLab  # noqa: E402
 
 
 def one_night(night: Night, requests: list[RunRequest], statuses: list[str]) -> None:

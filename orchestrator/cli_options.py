@@ -49,7 +49,7 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 #: Exceptions that mean the operator's input cannot be used (exit 2), and faults of the rig (exit 1).
 BAD_INPUT_ERRORS = (("orchestrator.transcribe", "ModelError"), ("orchestrator.speech", "SynthesisError"),
                     ("orchestrator.catalog_import", "CrawlError"))
-FAULT_ERRORS = (("orchestrator.sound", "DeviceError"), ("orchestrator.virtual_lab", "LabError"))
+FAULT_ERRORS = (("orchestrator.sound", "DeviceError"), ("orchestrator.sim.lab", "LabError"))
 
 
 def _loaded(names: tuple[tuple[str, str], ...]) -> tuple[type, ...]:

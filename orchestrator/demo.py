@@ -12,7 +12,7 @@ from pathlib import Path
 
 from orchestrator import settings
 from orchestrator.catalog import Catalog, Skill, load_catalog
-from orchestrator.echo_sim import SimScript, SimulatedEchos, phrases
+from orchestrator.sim.echo import SimScript, SimulatedEchos, phrases
 from orchestrator.lab import EchoConfig, Endpointing, LabConfig
 from orchestrator.night import Night
 from orchestrator.persona import LoadedPersona, compile_plan, load_personas
@@ -20,10 +20,10 @@ from orchestrator.progress import Progress
 from orchestrator.run import RunRequest, RunSummary
 from orchestrator.speech import Synthesizer, Voice
 from orchestrator.transcribe import check_model
-from orchestrator.virtual_lab import VirtualLab
+from orchestrator.sim.lab import VirtualLab
 from orchestrator.vosk_models import model_language
 
-SIM_SCRIPT = Path(__file__).parent / "demo" / "echo_sim.yaml"
+SIM_SCRIPT = Path(__file__).parent / "sim" / "script.yaml"
 #: Short enough that the demo's radio stream is cut quickly; long enough for every spoken reply.
 DEMO_ENDPOINTING = Endpointing(no_answer_timeout=6.0, max_reply=10.0, hangover=0.7)
 

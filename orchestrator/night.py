@@ -44,7 +44,7 @@ from orchestrator.run import (
 )
 from orchestrator.sound import DeviceError, check_devices, redirect_native_stderr
 from orchestrator.transcribe import TranscriptionServer
-from orchestrator.virtual_lab import use_own_devices
+from orchestrator.sim.lab import use_own_devices
 
 POLL_SECONDS = 0.2
 #: How long past a step's own deadline the watchdog waits before it kills the worker.

@@ -46,7 +46,7 @@ from orchestrator.sound import (
     open_backend,
     quiet_native_stderr,
 )
-from orchestrator.virtual_lab import acoustic_coupling, server_env
+from orchestrator.sim.lab import acoustic_coupling, server_env
 
 PROBE_FORMAT = MIC_FORMAT
 PROBE_SECONDS = 0.4

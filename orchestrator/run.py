@@ -33,7 +33,7 @@ from sqlalchemy import Engine
 from orchestrator import log, settings
 from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat, read_wav, silence, write_wav_atomic
 from orchestrator.catalog import Catalog
-from orchestrator.echo_sim import SideChannel
+from orchestrator.sim.echo import SideChannel
 from orchestrator.lab import EchoConfig, LabConfig
 from orchestrator.persona import LoadedPersona, PlannedStep, compile_plan
 from orchestrator.reaction import PlanReaction

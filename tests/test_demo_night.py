@@ -18,7 +18,7 @@ import pytest
 from orchestrator.audio import MIC_FORMAT, validate_wav
 from orchestrator.catalog import load_catalog
 from orchestrator.demo import DEMO_ENDPOINTING, DemoSettings, demo_personas, run_demo
-from orchestrator.echo_sim import read_truth
+from orchestrator.sim.echo import read_truth
 from orchestrator.persona import compile_plan
 from orchestrator.progress import Progress
 

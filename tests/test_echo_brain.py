@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat
-from orchestrator.echo_sim import (
+from orchestrator.sim.echo import (
     DONT_KNOW,
     NOT_FOUND,
     EchoBrain,
@@ -26,7 +26,7 @@ from orchestrator.echo_sim import (
     read_truth,
 )
 
-DEMO_SCRIPT = Path(__file__).resolve().parents[1] / "orchestrator" / "demo" / "echo_sim.yaml"
+DEMO_SCRIPT = Path(__file__).resolve().parents[1] / "orchestrator" / "sim" / "script.yaml"
 
 FACT = ("Here is your cat fact.", "Cats sleep for around thirteen to sixteen hours a day.",
         "Would you like another fact?")

@@ -21,12 +21,12 @@ import pytest
 from orchestrator.audio import validate_wav
 from orchestrator.catalog import load_catalog
 from orchestrator.demo import DEMO_ENDPOINTING, SIM_SCRIPT, render_sim_voice
-from orchestrator.echo_sim import SimScript, SimulatedEchos
+from orchestrator.sim.echo import SimScript, SimulatedEchos
 from orchestrator.lab import EchoConfig, LabConfig, RigCheck
 from orchestrator.night import Night
 from orchestrator.persona import compile_plan, load_persona
 from orchestrator.run import RunRequest
-from orchestrator.virtual_lab import VirtualLab
+from orchestrator.sim.lab import VirtualLab
 
 pytestmark = pytest.mark.lab
 

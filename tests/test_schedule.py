@@ -650,9 +650,9 @@ def test_a_triggered_persona_really_runs_through_the_scheduler(tmp_path, ko_mode
     import yaml
 
     from orchestrator.demo import DEMO_ENDPOINTING, SIM_SCRIPT, render_sim_voice
-    from orchestrator.echo_sim import SimScript, SimulatedEchos
+    from orchestrator.sim.echo import SimScript, SimulatedEchos
     from orchestrator.lab import EchoConfig, LabConfig
-    from orchestrator.virtual_lab import VirtualLab
+    from orchestrator.sim.lab import VirtualLab
 
     files = Files(tmp_path)
     for path in files.personas.glob("*.yaml"):

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from orchestrator.demo import SIM_SCRIPT, DemoSettings, run_demo
-from orchestrator.echo_sim import read_truth
+from orchestrator.sim.echo import read_truth
 from orchestrator.progress import Progress
 
 pytestmark = pytest.mark.lab

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.virtual_lab import LabError, VirtualLab, acoustic_coupling, server_env
+from orchestrator.sim.lab import LabError, VirtualLab, acoustic_coupling, server_env
 
 OWNER = """
 import sys, time
 from pathlib import Path
-from orchestrator.virtual_lab import VirtualLab
+from orchestrator.sim.lab import VirtualLab
 VirtualLab(Path(sys.argv[1]), ["echo1"]).start()
 print("ready", flush=True)
 time.sleep(120)
@@ -57,7 +57,7 @@ def test_air_between_devices_lasts_only_as_long_as_asked(tmp_path):
 def test_a_lab_larger_than_one_sound_server_spreads_its_echos_and_every_device_works(tmp_path):
     from orchestrator import rig_check
     from orchestrator.lab import EchoConfig, LabConfig
-    from orchestrator.virtual_lab import ECHOS_PER_SERVER
+    from orchestrator.sim.lab import ECHOS_PER_SERVER
 
     names = [f"echo{i + 1}" for i in range(ECHOS_PER_SERVER + 1)]
     with VirtualLab(tmp_path / "lab", names) as lab:

@@ -33,7 +33,7 @@ from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat, read_wav, 
 from orchestrator.processes import name_this_process
 from orchestrator.sound import DeviceError, open_backend, redirect_native_stderr
 from orchestrator.vad import EndpointConfig, EndpointDetector
-from orchestrator.virtual_lab import use_own_devices
+from orchestrator.sim.lab import use_own_devices
 
 STREAM_BLOCK_SECONDS = 0.25
 SIM_SPEAKER_LATENCY = 0.2
