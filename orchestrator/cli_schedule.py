@@ -82,7 +82,9 @@ def serve(personas_dir: Path, lab_path: Path, catalog_dir: Path, db: Path, audio
     orchestrator serve --lab lab.yaml
     orchestrator schedule list
     """
-    model = resolve_model_setting(model_setting)
+    from orchestrator.lab import load_lab
+
+    model = resolve_model_setting(model_setting, load_lab(lab_path).speech_model)
     jobs = schedule.load_persona_jobs(personas_dir, lab_path, catalog_dir, db, audio_dir, model)
     config = schedule.ServeConfig(jobs, jobs_db, misfire_grace, wakeup_seconds, stop_timeout)
     _log_to_stderr()

@@ -14,9 +14,11 @@
       before_night: true
       min_level: -40                     # dBFS an Echo's own microphone must hear its probe at
       max_crosstalk: -50                 # dBFS a microphone of another room must stay below
+    speech_model: pocketsphinx-en-us     # what transcribes the replies (`orchestrator models list`);
+                                         # --model and ORCHESTRATOR_ASR_MODEL win over it
 
-A virtual lab writes the same file with `virtual_lab:` set to its folder, which lets the runner
-whisper prompts to the simulated Echos (see echo_sim.py).
+A virtual lab writes the same file with `virtual_lab:` set to its folder; the runner then calls
+the virtual lab's hooks (lab_hooks.py) instead of a physical lab's empty ones.
 """
 
 from __future__ import annotations
@@ -76,10 +78,8 @@ class LabConfig(Strict):
     echos: list[EchoConfig] = Field(min_length=1)
     endpointing: Endpointing = Endpointing()
     rig_check: RigCheck = RigCheck()
+    speech_model: str | None = Field(None, min_length=1)
     virtual_lab: Path | None = None
-    # Virtual labs only: classify the simulated Echo's own reply text instead of the transcript,
-    # for a lab whose speech model does not know the Echo's language. Recorded with every run.
-    reference_replies: bool = False
 
     def echo(self, name: str) -> EchoConfig:
         for echo in self.echos:

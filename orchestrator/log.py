@@ -202,7 +202,9 @@ class Run(Base):
     tool_version: Mapped[str | None]
     config_sha256: Mapped[str | None]
     config_json: Mapped[str | None]
-    vosk_model: Mapped[str | None]
+    asr_engine: Mapped[str | None]  # vosk | pocketsphinx
+    asr_model: Mapped[str | None]  # the model folder
+    asr_version: Mapped[str | None]  # the recognizer library, e.g. "pocketsphinx 5.1.1"
     tts_engine: Mapped[str | None]
     tts_voice: Mapped[str | None]
     tts_rate: Mapped[float | None]
@@ -261,6 +263,7 @@ class Interaction(Base):
     reply_outcome: Mapped[str | None]
     reply_outcome_score: Mapped[float | None]
     reply_outcome_rule: Mapped[str | None]
+    reply_heard_skill: Mapped[str | None]  # for 'other_skill': the skill the reply welcomed the user to
     expectation_met: Mapped[bool | None]
 
 
@@ -536,7 +539,9 @@ def start_run(
     device_id: int,
     audio_dir: Path,
     config: Mapping[str, Any] | str,
-    vosk_model: str | PurePath | None,
+    asr_engine: str | None,
+    asr_model: str | PurePath | None,
+    asr_version: str | None = None,
     tts_engine: str | None,
     tts_voice: str | None,
     tts_rate: float | None,
@@ -564,7 +569,9 @@ def start_run(
         tool_version=tool_version(),
         config_sha256=sha256_text(config_json),
         config_json=config_json,
-        vosk_model=_text(vosk_model),
+        asr_engine=asr_engine,
+        asr_model=_text(asr_model),
+        asr_version=asr_version,
         tts_engine=tts_engine,
         tts_voice=tts_voice,
         tts_rate=tts_rate,

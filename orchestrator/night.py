@@ -27,8 +27,10 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from orchestrator import log, settings
+from orchestrator.asr import SpeechModel, TranscriptionServer
 from orchestrator.catalog import Catalog
 from orchestrator.lab import LabConfig
+from orchestrator.lab_hooks import hooks_for
 from orchestrator.persona import LoadedPersona
 from orchestrator.processes import name_this_process
 from orchestrator.progress import Progress
@@ -43,8 +45,6 @@ from orchestrator.run import (
     register,
 )
 from orchestrator.sound import DeviceError, check_devices, redirect_native_stderr
-from orchestrator.transcribe import TranscriptionServer
-from orchestrator.sim.lab import use_own_devices
 
 POLL_SECONDS = 0.2
 #: How long past a step's own deadline the watchdog waits before it kills the worker.
@@ -72,7 +72,7 @@ def _worker(request: RunRequest, events: Any, log_dir: Path, stop: Any, room_loc
     persona = request.persona.persona.name
     name_this_process()
     redirect_native_stderr(log_dir / f"{persona}.log")
-    use_own_devices(request.lab.virtual_lab, request.persona.persona.echo, "persona")
+    request.hooks.in_process(request.persona.persona.echo, "persona")
     # Ctrl-C reaches the whole process group; the night decides, and asks through `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda _sig, _frame: stop.set())
@@ -92,7 +92,7 @@ class Night:
     `begin_loading()` may be called early, so the model loads while the lab is being set up.
     """
 
-    def __init__(self, model: Path, work_dir: Path, on_event: Callable[[StepEvent], None] = lambda _e: None,
+    def __init__(self, model: SpeechModel, work_dir: Path, on_event: Callable[[StepEvent], None] = lambda _e: None,
                  on_phase: Callable[[str], None] = lambda _m: None) -> None:
         self.model = model
         self.work_dir = work_dir
@@ -133,7 +133,9 @@ class Night:
             self.on_phase("restarted the transcription server")
         cleared, refused = self._rig_check(requests)
         self.on_phase(f"starting {len(cleared)} persona(s)")
-        cleared = [replace(r, asr_socket=self.socket_path, asr_authkey=self.authkey) for r in cleared]
+        version = self._server.report.version if self._server.report else None
+        cleared = [replace(r, asr_socket=self.socket_path, asr_authkey=self.authkey, asr_version=version)
+                   for r in cleared]
         started = {s.persona: s for s in self._run_workers(cleared)} if cleared else {}
         names = [r.persona.persona.name for r in requests]
         return [started.get(name) or refused[name] for name in names]
@@ -344,7 +346,7 @@ class _Workers:
 
 
 def run_personas(personas: list[LoadedPersona], catalog: Catalog, lab: LabConfig, db: Path, audio_dir: Path,
-                 model: Path, progress: Progress | None = None, scheduled_for: datetime | None = None,
+                 model: SpeechModel, progress: Progress | None = None, scheduled_for: datetime | None = None,
                  work_dir: Path | None = None, resume: bool = True,
                  resume_run_id: int | None = None) -> list[RunSummary]:
     """Run validated personas now, each on its Echo of the lab, and return how each run ended.
@@ -352,11 +354,13 @@ def run_personas(personas: list[LoadedPersona], catalog: Catalog, lab: LabConfig
     A persona whose run was interrupted within the last `RESUME_WINDOW` continues that run
     instead of starting a new one (unless `resume` is false).
     """
+    hooks = hooks_for(lab.virtual_lab)
+    hooks.in_process(None, "persona")
     check_rig(lab, personas)
     engine = log.open_log(db)
     since = datetime.now(UTC) - RESUME_WINDOW
     requests = [RunRequest(p, lab, catalog, db, audio_dir, model, asr_socket=Path(), asr_authkey=b"",
-                           scheduled_for=scheduled_for,
+                           scheduled_for=scheduled_for, hooks=hooks,
                            resume_run_id=resume_run_id or (log.resumable_run(engine, p.persona.name, since)
                                                            if resume else None))
                 for p in personas]

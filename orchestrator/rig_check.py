@@ -23,13 +23,11 @@ scheduler running for weeks sees tonight's devices.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -37,6 +35,7 @@ from sqlalchemy.engine import Engine
 from orchestrator import log
 from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip
 from orchestrator.lab import EchoConfig, LabConfig, RigCheck
+from orchestrator.lab_hooks import hooks_for
 from orchestrator.sound import (
     AudioBackend,
     Chunk,
@@ -46,7 +45,6 @@ from orchestrator.sound import (
     open_backend,
     quiet_native_stderr,
 )
-from orchestrator.sim.lab import acoustic_coupling, server_env
 
 PROBE_FORMAT = MIC_FORMAT
 PROBE_SECONDS = 0.4
@@ -204,8 +202,7 @@ def measure(lab: LabConfig, probed: Sequence[str]) -> tuple[list[Heard], dict[st
 
 
 def _measure(lab: LabConfig, probed: list[str]) -> tuple[list[Heard], dict[str, str]]:
-    if lab.virtual_lab is not None:  # reach its devices from any shell, not only the one that started it
-        os.environ.update(server_env(Path(lab.virtual_lab)))
+    hooks_for(lab.virtual_lab).in_process(None, "persona")
     # PortAudio's probe and ALSA's underrun notices are not the operator's business.
     with quiet_native_stderr(), contextlib.ExitStack() as stack:
         backends: dict[str, AudioBackend] = {}
@@ -269,22 +266,16 @@ def _probe(lab: LabConfig, name: str, speaker: Speaker, microphones: dict[str, M
 def self_test(lab: LabConfig, engine: Engine | None, trigger: str, echos: Sequence[str] | None = None) -> RigReport:
     """Probe `echos` (default: all of the lab), judge them, and store the check when `engine` is given.
 
-    In a virtual lab the check lays air between each speaker and its own microphone while it runs
-    (virtual_lab.acoustic_coupling); a physical lab has its own.
+    A physical lab has air between each speaker and its microphone; a virtual lab lays it for as
+    long as the check runs (the lab hooks' `air`).
     """
     probed = list(echos) if echos is not None else [e.name for e in lab.echos]
     started = log.utcnow()
-    with _coupled(lab, probed):
+    with hooks_for(lab.virtual_lab).air(probed):
         heard, errors = measure(lab, probed)
     verdicts = judge(lab, lab.rig_check, probed, heard, errors)
     check_id = store(engine, lab, trigger, started, verdicts, heard) if engine is not None else None
     return RigReport(check_id, verdicts, heard)
-
-
-def _coupled(lab: LabConfig, probed: list[str]) -> contextlib.AbstractContextManager[None]:
-    if lab.virtual_lab is None:
-        return contextlib.nullcontext()
-    return acoustic_coupling(Path(lab.virtual_lab), [(name, name) for name in probed])
 
 
 def store(engine: Engine, lab: LabConfig, trigger: str, started: datetime, verdicts: Sequence[Verdict],

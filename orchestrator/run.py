@@ -31,15 +31,15 @@ from typing import Any
 from sqlalchemy import Engine
 
 from orchestrator import log, settings
+from orchestrator.asr import SpeechModel, Transcript, TranscriptionClient, TranscriptionError
 from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat, read_wav, silence, write_wav_atomic
 from orchestrator.catalog import Catalog
-from orchestrator.sim.echo import SideChannel
 from orchestrator.lab import EchoConfig, LabConfig
+from orchestrator.lab_hooks import LabHooks
 from orchestrator.persona import LoadedPersona, PlannedStep, compile_plan
 from orchestrator.reaction import PlanReaction
 from orchestrator.sound import DeviceError, Microphone, Playback, Speaker, open_backend
 from orchestrator.speech import OUTPUT_RATE, SynthesisError, Synthesizer, Voice
-from orchestrator.transcribe import Transcript, TranscriptionClient, TranscriptionError
 from orchestrator.vad import EndpointConfig, EndpointDetector, Outcome, ReplyBounds
 
 #: A microphone silent this long is gone (a recording always delivers, even silence); long enough
@@ -68,7 +68,6 @@ class Exchange:
     transcript: Transcript | None
     transcript_error: str | None
     overflows: int
-    reply_key: str | None = None  # the prompt's key on a virtual lab's side channel
 
 
 @dataclass
@@ -154,21 +153,21 @@ class Rig:
     """The speaker and microphone beside one Echo, and a transcription stream for its replies."""
 
     def __init__(self, lab: LabConfig, echo: EchoConfig, speaker_format: Any,
-                 asr: TranscriptionClient, side_channel: SideChannel | None) -> None:
+                 asr: TranscriptionClient, hooks: LabHooks) -> None:
         self.echo = echo
         self.backend = open_backend(lab.backend_of(echo))
         self.speaker: Speaker = self.backend.open_speaker(echo.speaker, speaker_format)
         self.mic: Microphone = self.backend.open_microphone(echo.microphone, MIC_FORMAT)
         self.asr = asr
         self.asr.prepare(1)  # the server warms a recognizer now, not on the first reply
-        self.side_channel = side_channel
+        self.hooks = hooks
 
     def close(self) -> None:
         self.speaker.close()
         self.mic.close()
 
     def exchange(self, prompt: Prompt, endpoint: EndpointConfig, listen_seconds: float | None) -> Exchange:
-        key = self.side_channel.announce(prompt.text, prompt.clip.duration) if self.side_channel else None
+        self.hooks.before_prompt(self.echo.name, prompt.text, prompt.clip.duration)
         self.mic.drain()
         overflows_before = self.mic.overflows
         playback = self.speaker.play(prompt.clip)
@@ -186,14 +185,7 @@ class Rig:
         detected_at = time.monotonic()
         transcript, transcript_error = _finish_transcript(stream)
         return Exchange(playback, playback.ended, bounds, bytes(recorded), detected_at, transcript,
-                        transcript_error, self.mic.overflows - overflows_before, key)
-
-    def reference_reply(self, key: str | None) -> str | None:
-        """What a simulated Echo says it answered (virtual labs only)."""
-        if self.side_channel is None or key is None:
-            return None
-        reply = self.side_channel.reply_to(key)
-        return reply.text if reply is not None else ""
+                        transcript_error, self.mic.overflows - overflows_before)
 
     @staticmethod
     def _after(chunk: Any, start: float) -> bytes:
@@ -239,12 +231,14 @@ class RunRequest:
     catalog: Catalog
     db_path: Path
     audio_dir: Path
-    model: Path
+    model: SpeechModel
     asr_socket: Path
     asr_authkey: bytes
     scheduled_for: datetime | None = None
     resume_run_id: int | None = None
     rig_check_id: int | None = None  # the self-test that cleared this Echo tonight
+    asr_version: str | None = None  # the recognizer library's name and version, as the server reports it
+    hooks: LabHooks = LabHooks()
 
 
 class RunControls:
@@ -321,11 +315,9 @@ class PersonaRun:
         return run_id
 
     def _open_rig(self, prompts: dict[int, Prompt]) -> Rig:
-        lab = self.request.lab
-        side = SideChannel(lab.virtual_lab / f"{self.echo.name}.said.jsonl") if lab.virtual_lab else None
         asr = TranscriptionClient(self.request.asr_socket, self.request.asr_authkey)
         speaker_format = next(iter(prompts.values())).clip.format if prompts else AudioFormat(OUTPUT_RATE)
-        return Rig(lab, self.echo, speaker_format, asr, side)
+        return Rig(self.request.lab, self.echo, speaker_format, asr, self.request.hooks)
 
     def _steps(self, rig: Rig, prompts: dict[int, Prompt], summary: RunSummary) -> None:
         for step in self.steps:
@@ -398,15 +390,14 @@ class PersonaRun:
         except Exception as exc:  # noqa: BLE001 - a step's failure is recorded, the night goes on
             log.finish_interaction(self.engine, row, "error", error=_describe(exc))
             return "error", 0.0
-        return self._record(row, step, prompt, exchange, run_id, rig)
+        return self._record(row, step, prompt, exchange, run_id)
 
-    def _record(self, row: int, step: PlannedStep, prompt: Prompt, ex: Exchange, run_id: int,
-                rig: Rig) -> tuple[str, float]:
+    def _record(self, row: int, step: PlannedStep, prompt: Prompt, ex: Exchange, run_id: int) -> tuple[str, float]:
         attempt = self.attempts.get(step.index, 0)
         audio = self.recordings / str(run_id) / f"{step.index:03d}-{attempt}-{step.kind}.wav"
         write_wav_atomic(audio, Clip(ex.recorded, MIC_FORMAT))
         status = ex.bounds.outcome.value
-        judgement = self.reaction.judge(step, self._reply_text(ex, rig), status)
+        judgement = self.reaction.judge(step, ex.transcript.text if ex.transcript else None, status)
         fields = _exchange_fields(prompt, ex) | judgement.fields()
         if ex.transcript_error:
             status = "error"
@@ -417,11 +408,6 @@ class PersonaRun:
             log.record_install(self.engine, run_id=run_id, skill_id=step.skill_id, action=step.kind,
                                outcome=outcome, interaction_id=row)
         return status, MIC_FORMAT.seconds(len(ex.recorded))
-
-    def _reply_text(self, ex: Exchange, rig: Rig) -> str | None:
-        if self.request.lab.reference_replies:
-            return rig.reference_reply(ex.reply_key)
-        return ex.transcript.text if ex.transcript else None
 
     def _endpoint(self, step: PlannedStep) -> EndpointConfig:
         endpointing = self.request.lab.endpointing
@@ -441,7 +427,8 @@ class PersonaRun:
                              category=skill.category)
         return log.start_run(
             self.engine, persona_id=persona_id, device_id=device_id, audio_dir=request.audio_dir,
-            config=self._resolved_config(), vosk_model=request.model, tts_engine=engine_info.get("engine"),
+            config=self._resolved_config(), asr_engine=request.model.engine, asr_model=request.model.path,
+            asr_version=request.asr_version, tts_engine=engine_info.get("engine"),
             tts_voice=self.persona.voice.name, tts_rate=self.persona.voice.rate,
             audio_backend=request.lab.backend_of(self.echo), scheduled_for=request.scheduled_for,
             rig_check_id=request.rig_check_id,
@@ -452,7 +439,6 @@ class PersonaRun:
             "persona": self.persona.model_dump(mode="json"),
             "echo": self.echo.model_dump(mode="json"),
             "endpointing": self.request.lab.endpointing.model_dump(mode="json"),
-            "reference_replies": self.request.lab.reference_replies,
             "steps": [s.spoken(self.persona.wake.word) if s.kind != "pause" else f"(pause {s.pause_seconds} s)"
                       for s in self.steps],
         }

@@ -62,6 +62,7 @@ from apscheduler.util import ref_to_obj
 from sqlalchemy import Engine, select
 
 from orchestrator import log, settings
+from orchestrator.asr.engine import SpeechModel
 
 if TYPE_CHECKING:
     from orchestrator.catalog import Catalog
@@ -202,7 +203,11 @@ def fire_times(trigger: CronTrigger, first: datetime, now: datetime,
 
 @dataclass(frozen=True)
 class JobArgs:
-    """A persona job's arguments: plain absolute paths, stored in the job store as strings."""
+    """A persona job's arguments: plain absolute paths and the speech model, stored in the job store as strings.
+
+    The model is stored as `ENGINE:FOLDER`; a job store written before there were two engines holds
+    a bare Vosk folder, which `asr.models.resolve` still reads as one.
+    """
 
     persona: str
     persona_file: Path
@@ -210,16 +215,19 @@ class JobArgs:
     catalog: Path
     db: Path
     audio_dir: Path
-    model: Path
+    model: SpeechModel
 
     def as_args(self) -> list[str]:
-        paths = (self.persona_file, self.lab, self.catalog, self.db, self.audio_dir, self.model)
-        return [self.persona, *(str(p.expanduser().resolve()) for p in paths)]
+        paths = (self.persona_file, self.lab, self.catalog, self.db, self.audio_dir)
+        model = f"{self.model.engine}:{self.model.path.expanduser().resolve()}"
+        return [self.persona, *(str(p.expanduser().resolve()) for p in paths), model]
 
     @classmethod
     def from_args(cls, args: tuple[Any, ...] | list[Any]) -> JobArgs:
-        name, *paths = args
-        return cls(name, *(Path(p) for p in paths))
+        from orchestrator.asr.models import resolve
+
+        name, *paths, model = args
+        return cls(name, *(Path(p) for p in paths), resolve(model))
 
 
 def job_id(persona: str) -> str:
@@ -762,7 +770,7 @@ class ServeConfig:
 
 
 def load_persona_jobs(personas_dir: Path, lab_path: Path, catalog_dir: Path, db: Path, audio_dir: Path,
-                      model: Path, func: str = JOB_FUNC) -> list[PersonaJob]:
+                      model: SpeechModel, func: str = JOB_FUNC) -> list[PersonaJob]:
     """Every persona file of the folder, checked like `validate` does; every problem is raised at once."""
     from orchestrator.catalog import load_catalog
     from orchestrator.config_files import ConfigError, Issue

@@ -9,7 +9,10 @@ directory for an installed package), so a lab's data stays beside the code that 
 | interaction log     | --db          | ORCHESTRATOR_DB             | data/orchestrator.sqlite             |
 | audio folder        | --audio-dir   | ORCHESTRATOR_AUDIO_DIR      | audio/                               |
 | lab file            | --lab         | ORCHESTRATOR_LAB            | lab.yaml                             |
-| Vosk model          | --model       | ORCHESTRATOR_VOSK_MODEL     | audio/models/vosk-model-small-en-us-0.15 |
+| speech model        | --model       | ORCHESTRATOR_ASR_MODEL      | vosk-model-small-en-us-0.15 (in audio/models) |
+
+The speech model may also be named by the lab file (`speech_model:`); an option or the
+environment wins over it. ORCHESTRATOR_VOSK_MODEL, its older name, is still read.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ ENV_HOME = "ORCHESTRATOR_HOME"
 ENV_DB = "ORCHESTRATOR_DB"
 ENV_AUDIO_DIR = "ORCHESTRATOR_AUDIO_DIR"
 ENV_LAB = "ORCHESTRATOR_LAB"
-ENV_VOSK_MODEL = "ORCHESTRATOR_VOSK_MODEL"
+ENV_ASR_MODEL = "ORCHESTRATOR_ASR_MODEL"
+ENV_VOSK_MODEL = "ORCHESTRATOR_VOSK_MODEL"  # the older name of ENV_ASR_MODEL
 
 DEFAULT_MODEL_NAME = "vosk-model-small-en-us-0.15"
 
@@ -63,5 +67,10 @@ def recordings_dir(audio_dir: Path | None = None) -> Path:
     return (audio_dir or default_audio_dir()) / "recordings"
 
 
-def default_vosk_model() -> Path:
-    return Path(os.environ.get(ENV_VOSK_MODEL) or models_dir() / DEFAULT_MODEL_NAME)
+def model_setting_from_env() -> str | None:
+    return os.environ.get(ENV_ASR_MODEL) or os.environ.get(ENV_VOSK_MODEL) or None
+
+
+def default_model_setting() -> str:
+    """The speech model when neither --model nor the lab file names one."""
+    return model_setting_from_env() or DEFAULT_MODEL_NAME

@@ -30,8 +30,9 @@ CONTRACT = {
     "skills": ["id", "name", "invocation_name", "category"],
     "runs": [
         "id", "persona_id", "device_id", "status", "started_at", "finished_at", "scheduled_for",
-        "tool_version", "config_sha256", "config_json", "vosk_model", "tts_engine", "tts_voice",
+        "tool_version", "config_sha256", "config_json", "tts_engine", "tts_voice",
         "tts_rate", "audio_backend", "host", "audio_dir", "error", "rig_check_id",
+        "asr_engine", "asr_model", "asr_version",
     ],
     "interactions": [
         "id", "run_id", "persona_id", "device_id", "step_index", "attempt", "skill_id", "kind",
@@ -41,6 +42,7 @@ CONTRACT = {
         "recorded_seconds", "end_detect_delay", "transcript", "words_json", "confidence",
         "transcript_ready_delay", "asr_rtf", "input_overflows", "output_underflows",
         "reply_outcome", "reply_outcome_score", "reply_outcome_rule", "expectation_met",
+        "reply_heard_skill",
     ],
     "skill_installs": [
         "id", "run_id", "persona_id", "skill_id", "interaction_id", "action", "outcome", "created_at",
@@ -96,7 +98,7 @@ def make_run(engine: Engine, audio_dir: Path, persona: str = "pets") -> int:
         device_id=device_id,
         audio_dir=audio_dir,
         config={"persona": persona, "rate": 170},
-        vosk_model="vosk-model-small-en-us-0.15",
+        asr_engine="vosk", asr_model="vosk-model-small-en-us-0.15", asr_version="vosk 0.3.45",
         tts_engine="espeak-ng",
         tts_voice="en-us",
         tts_rate=170,
@@ -135,6 +137,24 @@ def test_open_log_twice_is_idempotent(db_path: Path, audio_dir: Path) -> None:
     second.dispose()
     assert raw(db_path, "SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
     assert raw(db_path, "SELECT id FROM runs") == [(run_id,)]
+
+
+def test_an_old_log_keeps_its_vosk_model_as_the_speech_model(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    engine = log.make_engine(db_path)
+    log.upgrade(engine, "0004")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("INSERT INTO personas (id, name, is_control, created_at) "
+                                   "VALUES (1, 'pets', 0, '2026-11-01T00:00:00.000000Z')")
+        for run_id, model in ((1, "/models/vosk-model-small-en-us-0.15"), (2, None)):
+            connection.exec_driver_sql(
+                "INSERT INTO runs (id, persona_id, status, started_at, vosk_model) "
+                "VALUES (?, 1, 'completed', '2026-11-01T01:00:00.000000Z', ?)", (run_id, model))
+    log.upgrade(engine)
+    engine.dispose()
+    assert raw(db_path, "SELECT run_id, asr_engine, asr_model, asr_version FROM run_details ORDER BY run_id") == [
+        (1, "vosk", "/models/vosk-model-small-en-us-0.15", None), (2, None, None, None)]
+    assert "vosk_model" not in [row[1] for row in raw(db_path, "PRAGMA table_info(runs)")]
 
 
 def test_every_connection_gets_the_pragmas(engine: Engine) -> None:
@@ -375,7 +395,7 @@ def test_record_install_and_missed_run(engine: Engine, db_path: Path, audio_dir:
 def test_foreign_keys_are_enforced(engine: Engine, audio_dir: Path) -> None:
     with pytest.raises(IntegrityError, match="FOREIGN KEY"):
         log.start_run(
-            engine, persona_id=999, device_id=999, audio_dir=audio_dir, config={}, vosk_model=None,
+            engine, persona_id=999, device_id=999, audio_dir=audio_dir, config={}, asr_engine=None, asr_model=None,
             tts_engine=None, tts_voice=None, tts_rate=None, audio_backend=None,
         )
     run_id = make_run(engine, audio_dir)

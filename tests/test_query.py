@@ -27,7 +27,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     device_id = log.upsert_device(engine, name="echo-3")
     run_id = log.start_run(
         engine, persona_id=persona_id, device_id=device_id, audio_dir=tmp_path, config={"a": 1},
-        vosk_model="small", tts_engine="espeak-ng", tts_voice="en-us", tts_rate=170, audio_backend="pulse",
+        asr_engine="vosk", asr_model="small", tts_engine="espeak-ng", tts_voice="en-us", tts_rate=170, audio_backend="pulse",
     )
     for step, (status, transcript) in enumerate(
         [("ok", "Welcome to Style, Inc."), ("no_response", None), ("ok", 'He said "hi", then left')]

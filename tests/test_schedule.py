@@ -448,7 +448,7 @@ def log_run(db: Path, persona: str, echo: str, scheduled_for: datetime | None, o
     engine = schedule.log_engine(db)
     run_id = log.start_run(engine, persona_id=log.upsert_persona(engine, name=persona, interest=None),
                            device_id=log.upsert_device(engine, name=echo), audio_dir=db.parent,
-                           config={"steps": []}, vosk_model=None, tts_engine=None, tts_voice=None, tts_rate=None,
+                           config={"steps": []}, asr_engine=None, asr_model=None, tts_engine=None, tts_voice=None, tts_rate=None,
                            audio_backend=None, scheduled_for=scheduled_for)
     if outcome != "running":
         log.finish_run(engine, run_id, outcome)  # type: ignore[arg-type]
@@ -564,7 +564,7 @@ def test_status_shows_serve_and_what_runs_now(files, services, runner):
     persona_id = log.upsert_persona(engine, name="p-a1", interest=None, is_control=True)
     device_id = log.upsert_device(engine, name="a1", room="a")
     run_id = log.start_run(engine, persona_id=persona_id, device_id=device_id, audio_dir=files.audio,
-                           config={"steps": ["Alexa, what time is it", "Alexa, stop"]}, vosk_model=None,
+                           config={"steps": ["Alexa, what time is it", "Alexa, stop"]}, asr_engine=None, asr_model=None,
                            tts_engine=None, tts_voice=None, tts_rate=None, audio_backend=None)
     log.start_interaction(engine, run_id=run_id, step_index=0, kind="ask", prompt_text="Alexa, what time is it")
     engine.dispose()

