@@ -1,8 +1,9 @@
 """The demo night: the demo personas on virtual Echos, with real audio, speech and decoding.
 
 A private PulseAudio server provides the speaker and microphone of every virtual Echo
-(virtual_lab.py); a separate process plays the Echos themselves (echo_sim.py); the personas run
-exactly as they would in a physical lab (night.py, run.py).
+(sim/lab.py); a separate process plays the Echos themselves, in an Echo-like voice (sim/echo.py,
+sim/voice.py); the personas run exactly as they would in a physical lab (night.py, run.py), and
+what each reply meant is read from its transcript.
 """
 
 from __future__ import annotations
@@ -11,19 +12,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator import settings
+from orchestrator.asr import SpeechModel, check
 from orchestrator.catalog import Catalog, Skill, load_catalog
-from orchestrator.sim.echo import SimScript, SimulatedEchos, phrases
 from orchestrator.lab import EchoConfig, Endpointing, LabConfig
 from orchestrator.night import Night
 from orchestrator.persona import LoadedPersona, compile_plan, load_personas
 from orchestrator.progress import Progress
 from orchestrator.run import RunRequest, RunSummary
-from orchestrator.speech import Synthesizer, Voice
-from orchestrator.transcribe import check_model
+from orchestrator.sim import voice
+from orchestrator.sim.echo import SCRIPT, SimScript, SimulatedEchos, phrases, said_path, truth_path
 from orchestrator.sim.lab import VirtualLab
-from orchestrator.vosk_models import model_language
 
-SIM_SCRIPT = Path(__file__).parent / "sim" / "script.yaml"
 #: Short enough that the demo's radio stream is cut quickly; long enough for every spoken reply.
 DEMO_ENDPOINTING = Endpointing(no_answer_timeout=6.0, max_reply=10.0, hangover=0.7)
 
@@ -32,13 +31,13 @@ DEMO_ENDPOINTING = Endpointing(no_answer_timeout=6.0, max_reply=10.0, hangover=0
 class DemoSettings:
     db: Path
     audio_dir: Path
-    model: Path
+    model: SpeechModel
     echos: int = 2
     backends: tuple[str, ...] = ("sounddevice",)  # Echo i uses backends[i % len(backends)]
     lab_dir: Path | None = None
     personas_dir: Path | None = None
     catalog_dir: Path | None = None
-    sim_script: Path = SIM_SCRIPT  # what the simulated Echos answer
+    sim_script: Path = SCRIPT  # what the simulated Echos answer
 
 
 def demo_personas(folder: Path, catalog: Catalog, echos: int) -> list[LoadedPersona]:
@@ -58,7 +57,7 @@ def run_demo(options: DemoSettings, progress: Progress) -> list[RunSummary]:
     home = settings.project_home()
     catalog = load_catalog(options.catalog_dir or home / "skills_catalog")
     personas = demo_personas(options.personas_dir or home / "persona_scripts" / "demo", catalog, options.echos)
-    check_model(options.model)
+    check(options.model)
     lab_dir = options.lab_dir or settings.data_dir() / "lab"
     night = Night(options.model, lab_dir, on_event=progress, on_phase=progress.phase)
     try:
@@ -84,7 +83,6 @@ def _demo_night(options: DemoSettings, progress: Progress, night: Night, catalog
                               backend=options.backends[i % len(options.backends)])  # type: ignore[arg-type]
                    for i, n in enumerate(names)],
             endpointing=DEMO_ENDPOINTING, virtual_lab=lab_dir,
-            reference_replies=not model_language(options.model).startswith("en"),
         )
         (lab_dir / "lab.yaml").write_text(_lab_yaml(lab))
         progress.phase("starting the simulated Echos")
@@ -100,14 +98,13 @@ def skills_used(personas: list[LoadedPersona], catalog: Catalog) -> list[Skill]:
 
 
 def render_sim_voice(script: SimScript, audio_dir: Path) -> dict[str, Path]:
-    with Synthesizer(settings.tts_cache_dir(audio_dir), Voice(script.voice, script.rate)) as synth:
-        return synth.render_many(phrases(script))
+    return voice.render_many(phrases(script), settings.tts_cache_dir(audio_dir))
 
 
 def _reset_lab_logs(lab_dir: Path, names: list[str]) -> None:
     for name in names:
-        for suffix in ("said", "truth", "replies"):
-            (lab_dir / f"{name}.{suffix}.jsonl").unlink(missing_ok=True)
+        said_path(lab_dir, name).unlink(missing_ok=True)
+        truth_path(lab_dir, name).unlink(missing_ok=True)
 
 
 def _lab_yaml(lab: LabConfig) -> str:

@@ -733,6 +733,7 @@ class InteractionFields(TypedDict, total=False):
     reply_outcome: str | None
     reply_outcome_score: float | None
     reply_outcome_rule: str | None
+    reply_heard_skill: str | None
     expectation_met: bool | None
 
 

@@ -72,7 +72,7 @@ def _worker(request: RunRequest, events: Any, log_dir: Path, stop: Any, room_loc
     persona = request.persona.persona.name
     name_this_process()
     redirect_native_stderr(log_dir / f"{persona}.log")
-    request.hooks.in_process(request.persona.persona.echo, "persona")
+    hooks_for(request.lab.virtual_lab).in_process(request.persona.persona.echo, "persona")
     # Ctrl-C reaches the whole process group; the night decides, and asks through `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda _sig, _frame: stop.set())
@@ -354,13 +354,12 @@ def run_personas(personas: list[LoadedPersona], catalog: Catalog, lab: LabConfig
     A persona whose run was interrupted within the last `RESUME_WINDOW` continues that run
     instead of starting a new one (unless `resume` is false).
     """
-    hooks = hooks_for(lab.virtual_lab)
-    hooks.in_process(None, "persona")
+    hooks_for(lab.virtual_lab).in_process(None, "persona")
     check_rig(lab, personas)
     engine = log.open_log(db)
     since = datetime.now(UTC) - RESUME_WINDOW
     requests = [RunRequest(p, lab, catalog, db, audio_dir, model, asr_socket=Path(), asr_authkey=b"",
-                           scheduled_for=scheduled_for, hooks=hooks,
+                           scheduled_for=scheduled_for,
                            resume_run_id=resume_run_id or (log.resumable_run(engine, p.persona.name, since)
                                                            if resume else None))
                 for p in personas]

@@ -35,7 +35,7 @@ from orchestrator.asr import SpeechModel, Transcript, TranscriptionClient, Trans
 from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat, read_wav, silence, write_wav_atomic
 from orchestrator.catalog import Catalog
 from orchestrator.lab import EchoConfig, LabConfig
-from orchestrator.lab_hooks import LabHooks
+from orchestrator.lab_hooks import LabHooks, hooks_for
 from orchestrator.persona import LoadedPersona, PlannedStep, compile_plan
 from orchestrator.reaction import PlanReaction
 from orchestrator.sound import DeviceError, Microphone, Playback, Speaker, open_backend
@@ -238,7 +238,6 @@ class RunRequest:
     resume_run_id: int | None = None
     rig_check_id: int | None = None  # the self-test that cleared this Echo tonight
     asr_version: str | None = None  # the recognizer library's name and version, as the server reports it
-    hooks: LabHooks = LabHooks()
 
 
 class RunControls:
@@ -317,7 +316,7 @@ class PersonaRun:
     def _open_rig(self, prompts: dict[int, Prompt]) -> Rig:
         asr = TranscriptionClient(self.request.asr_socket, self.request.asr_authkey)
         speaker_format = next(iter(prompts.values())).clip.format if prompts else AudioFormat(OUTPUT_RATE)
-        return Rig(self.request.lab, self.echo, speaker_format, asr, self.request.hooks)
+        return Rig(self.request.lab, self.echo, speaker_format, asr, hooks_for(self.request.lab.virtual_lab))
 
     def _steps(self, rig: Rig, prompts: dict[int, Prompt], summary: RunSummary) -> None:
         for step in self.steps:

@@ -20,14 +20,16 @@ from pathlib import Path
 import pytest
 
 from orchestrator import settings
-from orchestrator.transcribe import ModelError, check_model
-from orchestrator.vosk_models import (
+from orchestrator.asr.engine import ModelError, SpeechModel
+from orchestrator.asr.models import (
     KNOWN_MODELS,
     ModelDownloadError,
     download,
     list_models,
+    resolve,
     resolve_model,
 )
+from orchestrator.asr.vosk import check_model
 
 FAKE_FILES = {
     "am/final.mdl": b"not a real acoustic model",
@@ -137,9 +139,48 @@ def test_resolve_model(models_dir: Path, tmp_path: Path, monkeypatch: pytest.Mon
         == models_dir / "vosk-model-en-us-0.22-lgraph"
     )
     assert resolve_model(None, models_dir) == models_dir / settings.DEFAULT_MODEL_NAME
-    assert resolve_model(None) == settings.default_vosk_model()
+    assert resolve_model(None) == settings.models_dir() / settings.DEFAULT_MODEL_NAME
     monkeypatch.setenv(settings.ENV_VOSK_MODEL, str(tmp_path))
     assert resolve_model(None) == tmp_path.resolve()
+    monkeypatch.setenv(settings.ENV_ASR_MODEL, "vosk-model-en-us-0.22-lgraph")  # the new name wins over the old
+    assert resolve_model(None, models_dir) == models_dir / "vosk-model-en-us-0.22-lgraph"
+
+
+def test_resolve_names_the_engine(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (settings.ENV_ASR_MODEL, settings.ENV_VOSK_MODEL):
+        monkeypatch.delenv(name, raising=False)
+    sphinx = resolve("pocketsphinx-en-us", models_dir)
+    assert (sphinx.engine, sphinx.name) == ("pocketsphinx", "pocketsphinx-en-us")
+    assert (sphinx.path / "en-us" / "mdef").is_file()
+    assert resolve(None, models_dir) == SpeechModel("vosk", models_dir / settings.DEFAULT_MODEL_NAME,
+                                                    settings.DEFAULT_MODEL_NAME)
+    # A folder says which engine it is for; an explicit ENGINE: prefix says so too.
+    assert resolve(str(sphinx.path), models_dir).engine == "pocketsphinx"
+    assert resolve(f"pocketsphinx:{sphinx.path}", models_dir) == SpeechModel("pocketsphinx", sphinx.path, "en-us")
+    assert resolve(str(tmp_path), models_dir).engine == "vosk"  # no layout at all: Vosk's check will say why
+    with pytest.raises(ModelError, match="unknown speech recognition engine 'kaldi'"):
+        SpeechModel("kaldi", tmp_path, "x")
+
+
+def test_auto_prefers_an_english_model(models_dir: Path) -> None:
+    auto = resolve("auto", models_dir)  # no Vosk English model is installed here
+    assert (auto.engine, auto.name) == ("pocketsphinx", "pocketsphinx-en-us")
+    _install_fake_english(models_dir)
+    auto = resolve("auto", models_dir)
+    assert (auto.engine, auto.name) == ("vosk", settings.DEFAULT_MODEL_NAME)
+
+
+def _install_fake_english(models_dir: Path) -> None:
+    folder = models_dir / settings.DEFAULT_MODEL_NAME
+    for rel, data in FAKE_FILES.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+
+
+def test_list_models_shows_both_engines(models_dir: Path) -> None:
+    infos = {i.name: i for i in list_models(models_dir)}
+    assert infos["pocketsphinx-en-us"].engine == "pocketsphinx" and infos["pocketsphinx-en-us"].installed
+    assert infos[settings.DEFAULT_MODEL_NAME].engine == "vosk"
 
 
 def test_resolve_package_model(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -234,7 +275,7 @@ def test_download_from_an_unreachable_host(models_dir: Path) -> None:
     message = str(err.value)
     assert "could not reach the model host" in message
     assert CLOSED_PORT_URL in message
-    assert str(models_dir) in message and settings.ENV_VOSK_MODEL in message  # how to install by hand
+    assert str(models_dir) in message and settings.ENV_ASR_MODEL in message  # how to install by hand
     assert KNOWN_MODELS[name].sha256 in message  # the published checksum to check a manual download against
     assert _leftovers(models_dir) == []
 

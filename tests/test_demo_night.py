@@ -1,14 +1,18 @@
-"""The whole chain on real parts: PulseAudio, pyttsx3, PortAudio (both bindings), webrtcvad, Vosk, SQLite.
+"""The whole chain on real parts: PulseAudio, pyttsx3, Festival, PortAudio (both bindings), webrtcvad,
+pocketsphinx, SQLite.
 
 One demo night runs four virtual Echos at once (the pet lover and the vanilla control, each once on
-sounddevice and once on pyaudio); the tests then read the log and the files, and compare every
-recorded reply with what the simulated Echo says it really said.
+sounddevice and once on pyaudio), heard by the English recognizer; the tests then read the log and
+the files, and compare every recorded reply, its transcript and what the log says it meant with what
+the simulated Echo really said and meant (its truth log).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import statistics
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -18,7 +22,7 @@ import pytest
 from orchestrator.audio import MIC_FORMAT, validate_wav
 from orchestrator.catalog import load_catalog
 from orchestrator.demo import DEMO_ENDPOINTING, DemoSettings, demo_personas, run_demo
-from orchestrator.sim.echo import read_truth
+from orchestrator.sim.echo import OUTCOME_OF_KIND, read_truth, truth_path
 from orchestrator.persona import compile_plan
 from orchestrator.progress import Progress
 
@@ -29,9 +33,9 @@ DURATION_TOLERANCE = 0.3
 
 
 @pytest.fixture(scope="module")
-def night(tmp_path_factory, ko_model):
+def night(tmp_path_factory, english_model):
     root = tmp_path_factory.mktemp("night")
-    options = DemoSettings(db=root / "log.sqlite", audio_dir=root / "audio", model=ko_model, echos=4,
+    options = DemoSettings(db=root / "log.sqlite", audio_dir=root / "audio", model=english_model, echos=4,
                            backends=BACKENDS, lab_dir=root / "lab")
     before = _children()
     summaries = run_demo(options, Progress())
@@ -47,6 +51,11 @@ def _children() -> set[str]:
     return {line for line in lines if "resource_tracker" not in line and not line.split(None, 1)[-1].startswith("ps ")}
 
 
+def _spoken(db, echo):
+    """The steps that were said aloud (a skipped step is not)."""
+    return [r for r in _interactions(db, echo) if r["status"] != "skipped"]
+
+
 def _interactions(db, echo):
     return db.execute(
         "SELECT i.* FROM interactions i JOIN devices d ON d.id = i.device_id WHERE d.name = ? ORDER BY step_index",
@@ -54,14 +63,15 @@ def _interactions(db, echo):
     ).fetchall()
 
 
-def test_every_run_completed_with_provenance(night):
+def test_every_run_completed_with_provenance(night, english_model):
     assert [s.status for s in night["summaries"]] == ["completed"] * 4
     runs = night["db"].execute("SELECT * FROM runs").fetchall()
     assert len(runs) == 4
     for run in runs:
         assert run["status"] == "completed" and run["finished_at"] >= run["started_at"]
         assert run["tool_version"] and run["config_sha256"] and json.loads(run["config_json"])["steps"]
-        assert run["vosk_model"].endswith("model") and run["tts_voice"] == "gmw/en-us"
+        assert (run["asr_engine"], run["asr_model"]) == ("pocketsphinx", str(english_model.path))
+        assert run["asr_version"].startswith("pocketsphinx ") and run["tts_voice"] == "gmw/en-us"
         assert Path(run["audio_dir"]) == night["options"].audio_dir.resolve()
     backends = {r["audio_backend"] for r in runs}
     assert backends == {"sounddevice", "pyaudio"}
@@ -75,15 +85,16 @@ def test_every_planned_step_has_a_row_with_a_final_status(night, catalog_dir):
         rows = _interactions(night["db"], loaded.persona.echo)
         assert [(r["step_index"], r["kind"]) for r in rows] == [(s.index, s.kind) for s in planned]
         assert [r["prompt_text"] for r in rows] == [s.spoken("Alexa") for s in planned]
-        assert all(r["status"] in ("ok", "no_response", "max_length") for r in rows), [dict(r) for r in rows]
+        assert all(r["status"] in ("ok", "no_response", "max_length", "skipped") for r in rows), \
+            [dict(r) for r in rows]
 
 
 def test_recorded_replies_match_what_the_echo_said(night):
     lab = night["options"].lab_dir
     compared = 0
     for echo in ("echo1", "echo2", "echo3", "echo4"):
-        truth = read_truth(lab / f"{echo}.truth.jsonl")
-        rows = _interactions(night["db"], echo)
+        truth = read_truth(truth_path(lab, echo))
+        rows = _spoken(night["db"], echo)
         assert [t.heard for t in truth] == [r["prompt_text"] for r in rows]
         for said, row in zip(truth, rows, strict=True):
             if row["status"] == "ok":
@@ -96,8 +107,8 @@ def test_recorded_replies_match_what_the_echo_said(night):
 def test_replies_with_pauses_are_not_cut(night):
     lab = night["options"].lab_dir
     for echo in ("echo1", "echo3"):
-        rows = _interactions(night["db"], echo)
-        truth = read_truth(lab / f"{echo}.truth.jsonl")
+        rows = _spoken(night["db"], echo)
+        truth = read_truth(truth_path(lab, echo))
         multipart = [(said, row) for said, row in zip(truth, rows, strict=True) if len(said.text.split(". ")) > 1]
         assert len(multipart) >= 3  # welcomes and answers of two or three sentences, 0.5 s apart
         for said, row in multipart:
@@ -117,6 +128,47 @@ def test_silence_is_no_response_and_the_stream_is_cut_at_max_length(night):
         assert radio["response_seconds"] == pytest.approx(DEMO_ENDPOINTING.max_reply, abs=0.1)
         after = rows[rows.index(radio) + 1]
         assert after["kind"] == "stop" and after["status"] == "no_response"  # "stop" silenced the stream
+
+
+def _said_and_logged(night):
+    """(what the Echo said, the row that logged it) for every step said aloud on every Echo."""
+    lab = night["options"].lab_dir
+    for echo in ("echo1", "echo2", "echo3", "echo4"):
+        yield from zip(read_truth(truth_path(lab, echo)), _spoken(night["db"], echo), strict=True)
+
+
+def test_what_each_reply_meant_is_what_the_echo_meant(night):
+    """Verdicts come from the recognised words alone; the simulated Echo's truth log is the reference."""
+    judged = [(OUTCOME_OF_KIND.get(said.kind), row) for said, row in _said_and_logged(night)
+              if row["reply_outcome"] is not None and row["status"] == "ok"]
+    wrong = [(meant, row["reply_outcome"], row["transcript"]) for meant, row in judged if row["reply_outcome"] != meant]
+    assert len(wrong) <= len(judged) // 10, wrong
+    right = {meant for meant, row in judged if row["reply_outcome"] == meant}
+    assert {"enabled", "skill_opened", "other_skill", "not_found", "account_linking", "unreachable"} <= right, wrong
+
+
+def test_the_plan_reacts_to_what_was_heard(night):
+    for echo in ("echo1", "echo3"):
+        rows = _interactions(night["db"], echo)
+        other = next(r for r in rows if r["kind"] == "open" and r["skill_id"] == "B019NWDIAO")
+        assert other["reply_outcome"] == "other_skill", dict(other)
+        assert other["reply_heard_skill"] and "restaurant" in other["reply_heard_skill"], dict(other)
+        after = rows[rows.index(other) + 1]
+        assert (after["kind"], after["status"]) == ("say", "skipped") and "another skill answered" in after["error"]
+        assert rows[rows.index(other) + 2]["kind"] == "stop"  # the wrong skill is still stopped
+        turns = [r for r in rows if r["kind"] == "dialog"]
+        assert [t["expectation_met"] for t in turns[:2]] == [1, 0], [dict(t) for t in turns]
+        assert turns[2]["status"] == "skipped" and "expected reply" in turns[2]["error"]
+
+
+def test_transcripts_are_the_english_that_was_said(night):
+    overlaps = []
+    for said, row in _said_and_logged(night):
+        if row["status"] == "ok" and said.text:
+            spoken = set(re.findall(r"[a-z']+", said.text.lower()))
+            overlaps.append(len(spoken & set(row["transcript"].split())) / len(spoken))
+    assert len(overlaps) >= 20
+    assert statistics.median(overlaps) >= 0.7, overlaps
 
 
 def test_transcripts_come_from_real_decoding(night):
@@ -150,7 +202,7 @@ def test_installs_are_logged_with_the_interaction_they_came_from(night):
     installs = night["db"].execute(
         "SELECT s.*, i.kind, i.status FROM skill_installs s JOIN interactions i ON i.id = s.interaction_id"
     ).fetchall()
-    assert len(installs) == 2 * 4  # four enable steps of the pet lover, on two Echos
+    assert len(installs) == 2 * 6  # six enable steps of the pet lover, on two Echos
     assert {r["kind"] for r in installs} == {"enable"}
     control = night["db"].execute(
         "SELECT count(*) FROM skill_installs s JOIN personas p ON p.id = s.persona_id WHERE p.is_control"

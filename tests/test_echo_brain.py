@@ -11,9 +11,9 @@ import pytest
 
 from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat
 from orchestrator.sim.echo import (
-    DONT_KNOW,
-    NOT_FOUND,
+    OUTCOME_OF_KIND,
     EchoBrain,
+    Phrasings,
     SideChannel,
     SimScript,
     SimSkill,
@@ -27,6 +27,10 @@ from orchestrator.sim.echo import (
 )
 
 DEMO_SCRIPT = Path(__file__).resolve().parents[1] / "orchestrator" / "sim" / "script.yaml"
+
+PHRASINGS = Phrasings.load()
+DONT_KNOW = {tuple(o) for o in PHRASINGS.options("any", "not_understood")}
+NOT_FOUND = {tuple(o) for o in PHRASINGS.options("enable", "not_found", named=False)}
 
 FACT = ("Here is your cat fact.", "Cats sleep for around thirteen to sixteen hours a day.",
         "Would you like another fact?")
@@ -47,9 +51,25 @@ def hear(brain: EchoBrain, text: str) -> tuple[str, tuple[str, ...]]:
     return reply.kind, reply.parts
 
 
+def dont_know(brain: EchoBrain, text: str) -> bool:
+    kind, parts = hear(brain, text)
+    return kind == "dont_know" and parts in DONT_KNOW
+
+
+def said(step: str, situation: str, skill: SimSkill) -> set[tuple[str, ...]]:
+    """Every phrasing Alexa may use for this skill in this situation."""
+    values = {"skill": skill.name, "invocation": skill.invocation, "other": skill.other_skill or ""}
+    return {tuple(part.format(**values) for part in option) for option in PHRASINGS.options(step, situation)}
+
+
+def skill_named(script: SimScript, name: str) -> SimSkill:
+    return next(s for s in script.skills if s.name == name)
+
+
 def test_demo_script_loads(script):
     assert script.wake_word == "alexa"
-    assert [s.name for s in script.skills] == ["Cat Facts", "Cat Genius", "The Dog Feeder", "SkyBell"]
+    assert [s.name for s in script.skills] == ["Cat Facts", "Cat Genius", "Cat Raiser", "Pug Bomb", "The Dog Feeder",
+                                               "SkyBell"]
     assert script.skills[1].answers == {"tell me a fact": None}
     assert script.latency == 0.9 and script.pause_inside == 0.5
     assert len(script.stream_loop) == 3
@@ -58,30 +78,42 @@ def test_demo_script_loads(script):
 # -- replies ----------------------------------------------------------------------------------------
 
 
-def test_enable(brain):
-    assert hear(brain, "Alexa, enable Cat Facts") == (
-        "enabled", ("Okay. Cat Facts is now enabled.", "To start, say: open cat facts."))
+def test_enable(brain, script):
+    kind, parts = hear(brain, "Alexa, enable Cat Facts")
+    assert kind == "enabled" and parts in said("enable", "enabled", skill_named(script, "Cat Facts"))
+    assert "Cat Facts" in parts[0]
     assert brain.session is None
+
+
+def test_each_skill_keeps_its_phrasing_and_skills_differ(script):
+    skills = [SimSkill(f"Skill {n}", f"skill {n}") for n in range(12)]
+    first = [EchoBrain(SimScript(skills=tuple(skills))).hear(f"alexa enable skill {n}").parts for n in range(12)]
+    again = [EchoBrain(SimScript(skills=tuple(skills))).hear(f"alexa enable skill {n}").parts for n in range(12)]
+    assert first == again
+    assert len({parts[0].replace(f"Skill {n}", "") for n, parts in enumerate(first)}) >= 2
 
 
 def test_enable_by_invocation_with_article_and_suffix(brain):
     assert hear(brain, "Alexa, enable the cat genius skill")[0] == "enabled"
 
 
-def test_enable_needing_account_linking(brain):
-    assert hear(brain, "Alexa, enable SkyBell") == (
-        "account_linking",
-        ("To use SkyBell, go to the skills section of your Alexa app and link your account.",))
+def test_enable_needing_account_linking(brain, script):
+    kind, parts = hear(brain, "Alexa, enable SkyBell")
+    assert kind == "account_linking" and parts in said("enable", "account_linking", skill_named(script, "SkyBell"))
 
 
 @pytest.mark.parametrize("text", ["Alexa, enable The Dog Feeder", "Alexa, enable Dog Genius"])
 def test_enable_not_found(brain, text):
-    assert hear(brain, text) == ("not_found", (NOT_FOUND,))
+    kind, parts = hear(brain, text)
+    assert kind == "not_found"
+    assert parts in NOT_FOUND or parts in said("enable", "not_found", SimSkill("The Dog Feeder", "the dog"))
 
 
-def test_disable(brain):
-    assert hear(brain, "Alexa, disable Cat Facts") == ("disabled", ("Okay. Cat Facts has been disabled.",))
-    assert hear(brain, "Alexa, disable Bird Facts") == ("not_found", (NOT_FOUND,))
+def test_disable(brain, script):
+    kind, parts = hear(brain, "Alexa, disable Cat Facts")
+    assert kind == "disabled" and parts in said("disable", "disabled", skill_named(script, "Cat Facts"))
+    kind, parts = hear(brain, "Alexa, disable Bird Facts")
+    assert kind == "not_found" and parts in {tuple(o) for o in PHRASINGS.options("disable", "not_found", False)}
 
 
 @pytest.mark.parametrize("verb", ["open", "launch"])
@@ -96,8 +128,30 @@ def test_default_welcome():
     assert hear(brain, "alexa open bird song") == ("welcome", ("Welcome to Bird Song.",))
 
 
+def test_another_skill_answers_the_open_and_keeps_the_session(brain, script):
+    kind, parts = hear(brain, "Alexa, open cat raiser")
+    assert kind == "other_skill" and parts in said("open", "other_skill", skill_named(script, "Cat Raiser"))
+    assert "Smart Restaurant" in " ".join(parts)
+    assert brain.session is not None and brain.session.name == "Smart Restaurant"
+    assert hear(brain, "tell me a fact")[0] == "dont_know"  # the other skill knows nothing of cats
+
+
+@pytest.mark.parametrize("behaviour", ["unreachable", "not_understood", "alexa_answered", "account_linking",
+                                       "permission_required"])
+def test_opens_that_land_elsewhere(behaviour):
+    skill = SimSkill("Bird Song", "bird song", open=behaviour)
+    kind, parts = hear(EchoBrain(SimScript(skills=(skill,))), "alexa open bird song")
+    assert OUTCOME_OF_KIND[kind] == behaviour and parts in said("open", behaviour, skill)
+
+
+def test_other_skill_needs_a_name():
+    with pytest.raises(ValueError, match="other_skill: NAME"):
+        SimSkill("Bird Song", "bird song", open="other_skill")
+
+
 def test_open_unknown_skill(brain):
-    assert hear(brain, "Alexa, open bird song") == ("dont_know", (DONT_KNOW,))
+    kind, parts = hear(brain, "Alexa, open bird song")
+    assert kind == "dont_know" and parts in DONT_KNOW
     assert brain.session is None
 
 
@@ -112,7 +166,7 @@ def test_answer_with_parts_inside_a_session(brain):
 
 def test_unknown_utterance_in_session_gives_dont_know_and_closes_it(brain):
     brain.hear("Alexa, open cat facts")
-    assert hear(brain, "say meow") == ("dont_know", (DONT_KNOW,))
+    assert dont_know(brain, "say meow")
     assert brain.session is None
     assert hear(brain, "tell me a fact") == ("silence", ())
 
@@ -121,7 +175,7 @@ def test_skill_that_never_answers_is_silent_and_keeps_its_session(brain):
     brain.hear("Alexa, open cat genius")
     assert hear(brain, "tell me a fact") == ("silence", ())
     assert brain.session is not None and brain.session.name == "Cat Genius"
-    assert hear(brain, "for a fact") == ("dont_know", (DONT_KNOW,))
+    assert dont_know(brain, "for a fact")
 
 
 def test_wake_word_closes_the_session(brain):
@@ -153,8 +207,8 @@ def test_stream(brain, script):
 def test_questions(brain):
     assert hear(brain, "ALEXA... how tall is Mount Everest?") == (
         "answer", ("Mount Everest is eight thousand eight hundred and forty nine metres tall.",))
-    assert hear(brain, "Alexa, what is the meaning of life") == ("dont_know", (DONT_KNOW,))
-    assert hear(brain, "Alexa") == ("dont_know", (DONT_KNOW,))
+    assert dont_know(brain, "Alexa, what is the meaning of life")
+    assert dont_know(brain, "Alexa")
 
 
 def test_question_answered_with_none_is_silence():
@@ -175,9 +229,9 @@ def test_ask_invocation_for(brain, text):
 
 def test_ask_forms_that_get_no_answer(brain):
     assert hear(brain, "Alexa, ask cat genius to tell me a fact") == ("silence", ())
-    assert hear(brain, "Alexa, ask cat facts for a joke") == ("dont_know", (DONT_KNOW,))
-    assert hear(brain, "Alexa, ask bird song for a fact") == ("dont_know", (DONT_KNOW,))
-    assert hear(brain, "Alexa, ask cat facts") == ("dont_know", (DONT_KNOW,))
+    assert dont_know(brain, "Alexa, ask cat facts for a joke")
+    assert dont_know(brain, "Alexa, ask bird song for a fact")
+    assert dont_know(brain, "Alexa, ask cat facts")
 
 
 def test_custom_wake_word():
@@ -234,14 +288,14 @@ def test_phrases_cover_every_reply_of_the_demo_script(script):
             missing = [part for part in reply.parts if part not in known]
             assert not missing, (conversation, reply)
     assert kinds == {"enabled", "account_linking", "not_found", "disabled", "welcome", "answer", "dont_know",
-                     "silence", "stream", "stopped"}
+                     "silence", "stream", "stopped", "other_skill", "unreachable"}
 
 
 def test_phrases_are_sorted_unique_and_include_the_stream(script):
     lines = phrases(script)
     assert lines == sorted(set(lines))
     assert set(script.stream_loop) <= set(lines)
-    assert {DONT_KNOW, NOT_FOUND, script.stream_intro} <= set(lines)
+    assert {part for option in DONT_KNOW | NOT_FOUND for part in option} | {script.stream_intro} <= set(lines)
     assert "Welcome to SkyBell." in lines
     assert all(isinstance(line, str) and line for line in lines)
 

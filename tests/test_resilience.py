@@ -20,7 +20,8 @@ import pytest
 
 from orchestrator.audio import validate_wav
 from orchestrator.catalog import load_catalog
-from orchestrator.demo import DEMO_ENDPOINTING, SIM_SCRIPT, render_sim_voice
+from orchestrator.demo import DEMO_ENDPOINTING, render_sim_voice
+from orchestrator.sim.echo import SCRIPT as SIM_SCRIPT
 from orchestrator.sim.echo import SimScript, SimulatedEchos
 from orchestrator.lab import EchoConfig, LabConfig, RigCheck
 from orchestrator.night import Night
@@ -36,7 +37,7 @@ FINAL = ("ok", "no_response", "max_length", "error", "skipped")
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory, ko_model, catalog_dir):
+def rig(tmp_path_factory, english_model, catalog_dir):
     root = tmp_path_factory.mktemp("faults")
     lab_dir = root / "lab"
     persona_path = root / "asker.yaml"
@@ -52,14 +53,14 @@ def rig(tmp_path_factory, ko_model, catalog_dir):
         vlab.activate()
         lab = LabConfig(echos=[EchoConfig(name=n, room=n, speaker=f"{n}_out", microphone=f"{n}_mic_mon")
                                for n in ("echo1", "echo2")],
-                        endpointing=DEMO_ENDPOINTING, virtual_lab=lab_dir, reference_replies=True,
+                        endpointing=DEMO_ENDPOINTING, virtual_lab=lab_dir,
                         # the self-test has tests of its own (test_rig_check.py); 20 restarts need not probe 20 times
                         rig_check=RigCheck(before_night=False))
         with SimulatedEchos(lab_dir, ["echo1", "echo2"], script, clips, "sounddevice"):
-            with Night(ko_model, lab_dir, on_event=events.put) as night:
+            with Night(english_model, lab_dir, on_event=events.put) as night:
                 yield {"root": root, "vlab": vlab, "lab": lab, "catalog": catalog, "night": night, "events": events,
                        "persona": load_persona(persona_path), "other": load_persona(other_path),
-                       "db": root / "log.sqlite", "audio": root / "audio", "model": ko_model}
+                       "db": root / "log.sqlite", "audio": root / "audio", "model": english_model}
 
 
 def _request(rig, loaded, resume_run_id=None):

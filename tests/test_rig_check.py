@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from orchestrator import log, rig_check
 from orchestrator.catalog import load_catalog
 from orchestrator.cli import main
-from orchestrator.demo import DEMO_ENDPOINTING, SIM_SCRIPT, render_sim_voice
+from orchestrator.demo import DEMO_ENDPOINTING, render_sim_voice
+from orchestrator.sim.echo import SCRIPT as SIM_SCRIPT
 from orchestrator.sim.echo import SimScript, SimulatedEchos
 from orchestrator.lab import EchoConfig, LabConfig, RigCheck
 from orchestrator.night import Night
@@ -176,23 +177,23 @@ def test_lab_check_prints_the_verdicts_and_exits_non_zero_on_a_failure(vlab, tmp
 
 
 @pytest.mark.lab
-def test_a_persona_whose_rig_fails_is_not_started_and_says_why(vlab, tmp_path, ko_model, catalog_dir):
+def test_a_persona_whose_rig_fails_is_not_started_and_says_why(vlab, tmp_path, english_model, catalog_dir):
     personas = {}
     for echo in ("echo1", "echo3"):
         path = tmp_path / f"asker-{echo}.yaml"
         path.write_text(f"name: asker-{echo}\ncontrol: true\necho: {echo}\nplan:\n  - ask: what time is it\n")
         personas[echo] = load_persona(path)
-    lab = _lab(vlab.folder).model_copy(update={"endpointing": DEMO_ENDPOINTING, "reference_replies": True})
+    lab = _lab(vlab.folder).model_copy(update={"endpointing": DEMO_ENDPOINTING})
     script = SimScript.load(SIM_SCRIPT)
     clips = render_sim_voice(script, tmp_path / "audio")
     catalog = load_catalog(catalog_dir)
     db = tmp_path / "log.sqlite"
-    requests = [RunRequest(p, lab, catalog, db, tmp_path / "audio", ko_model, asr_socket=Path(), asr_authkey=b"")
+    requests = [RunRequest(p, lab, catalog, db, tmp_path / "audio", english_model, asr_socket=Path(), asr_authkey=b"")
                 for p in personas.values()]
     vlab.mute_speaker("echo3")
     try:
         with SimulatedEchos(vlab.folder, ["echo1", "echo3"], script, clips, "sounddevice"), \
-                Night(ko_model, tmp_path / "work") as night:
+                Night(english_model, tmp_path / "work") as night:
             started, refused = night.run(requests)
     finally:
         vlab.mute_speaker("echo3", muted=False)

@@ -649,7 +649,8 @@ def test_a_stored_trigger_keeps_its_behaviour():
 def test_a_triggered_persona_really_runs_through_the_scheduler(tmp_path, ko_model, catalog_dir):
     import yaml
 
-    from orchestrator.demo import DEMO_ENDPOINTING, SIM_SCRIPT, render_sim_voice
+    from orchestrator.demo import DEMO_ENDPOINTING, render_sim_voice
+    from orchestrator.sim.echo import SCRIPT as SIM_SCRIPT
     from orchestrator.sim.echo import SimScript, SimulatedEchos
     from orchestrator.lab import EchoConfig, LabConfig
     from orchestrator.sim.lab import VirtualLab
@@ -667,7 +668,7 @@ def test_a_triggered_persona_really_runs_through_the_scheduler(tmp_path, ko_mode
         vlab.activate()
         echo = vlab.echos["echo1"]
         lab = LabConfig(echos=[EchoConfig(name="echo1", room="r1", speaker=echo.speaker, microphone=echo.microphone)],
-                        endpointing=DEMO_ENDPOINTING, virtual_lab=lab_dir, reference_replies=True)
+                        endpointing=DEMO_ENDPOINTING, virtual_lab=lab_dir)
         files.lab.write_text(yaml.safe_dump(lab.model_dump(mode="json")))
         with SimulatedEchos(lab_dir, ["echo1"], script, clips, "sounddevice"):
             jobs = schedule.load_persona_jobs(files.personas, files.lab, catalog_dir, files.db, files.audio, ko_model)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.demo import SIM_SCRIPT, DemoSettings, run_demo
+from orchestrator.demo import DemoSettings, run_demo
+from orchestrator.sim.echo import SCRIPT as SIM_SCRIPT
 from orchestrator.sim.echo import read_truth
 from orchestrator.progress import Progress
 
@@ -24,7 +25,7 @@ TRUTH_TO_OUTCOME = {"enabled": "enabled", "account_linking": "account_linking", 
 
 
 @pytest.fixture(scope="module")
-def night(tmp_path_factory, ko_model):
+def night(tmp_path_factory, english_model):
     root = tmp_path_factory.mktemp("study")
     personas = root / "personas"
     personas.mkdir()
@@ -38,7 +39,7 @@ def night(tmp_path_factory, ko_model):
                         {"name": "Dog Facts", "invocation": "me a dog fact", "enable": "not_found"}]
     script = root / "world.yaml"
     script.write_text(yaml.safe_dump(world))
-    options = DemoSettings(db=root / "log.sqlite", audio_dir=root / "audio", model=ko_model, echos=2,
+    options = DemoSettings(db=root / "log.sqlite", audio_dir=root / "audio", model=english_model, echos=2,
                            lab_dir=root / "lab", personas_dir=personas, sim_script=script)
     summaries = run_demo(options, Progress())
     db = sqlite3.connect(options.db)

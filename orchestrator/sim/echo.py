@@ -3,18 +3,25 @@
 It behaves acoustically like the real device: it hears the persona's speech on the monitor of the
 speaker placed beside it, notices when the command has ended (voice activity), waits a realistic
 latency and answers by speaking into its own sink, which the persona's microphone records. Music
-and radio stream until it hears someone speak again.
+and radio stream until it hears someone speak again. It speaks with an Echo-like voice (voice.py),
+which the lab's English recognizer hears as it would hear a real Echo.
 
-What it cannot do without an English speech model is understand the words, so the persona's
-runner whispers the text of each prompt through a `SideChannel` (a JSON Lines file in the lab
-folder) before playing it. Timing stays acoustic: the Echo only acts on what it hears.
+It has no ears for the personas' espeak-ng voice, so the lab hooks (lab_hooks.py, hooks.py) whisper
+the text of each prompt through a `SideChannel` (a JSON Lines file in the lab folder) before it is
+played. That is the simulation's only shortcut: timing stays acoustic (the Echo acts only on what it
+hears), and what the orchestrator learns of a reply comes from the recording alone.
+
+What it answers is a world of skills (the script, script.yaml, plus the catalog's skills) and the
+phrasings Alexa uses (replies.yaml): skills that open, need account linking or permissions, cannot
+be found or reached, or are answered by another skill or by Alexa herself.
 
 Everything it says is appended to a truth log (`<echo>.truth.jsonl`) so tests and benchmarks can
-compare the recorded replies with what was really said.
+compare the log's transcripts and verdicts with what was really said and meant.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -24,41 +31,51 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
 
 from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat, read_wav, silence
 from orchestrator.processes import name_this_process
+from orchestrator.sim.lab import use_own_devices
 from orchestrator.sound import DeviceError, open_backend, redirect_native_stderr
 from orchestrator.vad import EndpointConfig, EndpointDetector
-from orchestrator.sim.lab import use_own_devices
 
 STREAM_BLOCK_SECONDS = 0.25
 SIM_SPEAKER_LATENCY = 0.2
 #: The Echo times its answers from the chunks' capture times, so deep buffering delays nothing;
 #: it spares the sound server a short period on every speaker's monitor.
 SIM_MICROPHONE_LATENCY = 0.2
+SCRIPT = Path(__file__).with_name("script.yaml")
+PHRASINGS = Path(__file__).with_name("replies.yaml")
 
 
 # -- what the Echo understands ------------------------------------------------------------------
+
+EnableBehaviour = Literal["enabled", "account_linking", "permission_required", "not_found"]
+OpenBehaviour = Literal["welcome", "other_skill", "unreachable", "not_understood", "alexa_answered",
+                        "account_linking", "permission_required"]
 
 
 @dataclass(frozen=True)
 class SimSkill:
     name: str
     invocation: str
-    enable: str = "enabled"  # enabled | account_linking | not_found
+    enable: EnableBehaviour = "enabled"
+    open: OpenBehaviour = "welcome"
+    other_skill: str | None = None  # who answers an open when `open: other_skill`
     welcome: list[str] = field(default_factory=list)
     answers: dict[str, list[str] | None] = field(default_factory=dict)  # None: the skill stays silent
+
+    def __post_init__(self) -> None:
+        if self.open == "other_skill" and not self.other_skill:
+            raise ValueError(f"simulated skill {self.name!r}: `open: other_skill` needs `other_skill: NAME`")
 
 
 @dataclass(frozen=True)
 class SimScript:
     wake_word: str = "alexa"
-    voice: str = "gmw/en-us"
-    rate: int = 175
     latency: float = 0.9
     pause_inside: float = 0.5
     skills: tuple[SimSkill, ...] = ()
@@ -67,7 +84,7 @@ class SimScript:
     stream_loop: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: Path) -> SimScript:
+    def load(cls, path: Path = SCRIPT) -> SimScript:
         data = yaml.safe_load(path.read_text()) or {}
         skills = tuple(SimSkill(**s) for s in data.pop("skills", []))
         return cls(skills=skills, **data)
@@ -89,7 +106,7 @@ class SimScript:
 
 @dataclass(frozen=True)
 class Reply:
-    kind: str  # enabled | account_linking | not_found | welcome | answer | dont_know | silence | stream | stopped
+    kind: str  # one of OUTCOME_OF_KIND, or answer | silence | stream | stopped
     parts: tuple[str, ...] = ()  # spoken with a pause between parts
 
     @property
@@ -97,19 +114,53 @@ class Reply:
         return " ".join(self.parts)
 
 
-DONT_KNOW = "Sorry, I don't know that."
-NOT_FOUND = "Sorry, I couldn't find that skill."
+#: What each kind of reply means, in the words of the orchestrator's classifier: the truth that
+#: tests and benchmarks hold the log's verdicts against.
+OUTCOME_OF_KIND = {
+    "enabled": "enabled", "account_linking": "account_linking", "permission_required": "permission_required",
+    "not_found": "not_found", "disabled": "disabled", "welcome": "skill_opened", "other_skill": "other_skill",
+    "unreachable": "unreachable", "alexa_answered": "alexa_answered", "dont_know": "not_understood",
+}
 
 
 def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
 
 
+def _stable_index(seed: str, size: int) -> int:
+    return int.from_bytes(hashlib.sha256(seed.encode()).digest()[:4], "big") % size
+
+
+@dataclass(frozen=True)
+class Phrasings:
+    """Alexa's phrasings per step and situation (replies.yaml); one chosen per skill, stably."""
+
+    table: dict[str, dict[str, list[list[str]]]]
+
+    @classmethod
+    def load(cls, path: Path = PHRASINGS) -> Phrasings:
+        return cls(yaml.safe_load(path.read_text()))
+
+    def options(self, step: str, situation: str, named: bool = True) -> list[list[str]]:
+        """Every phrasing; without `named`, only those needing no skill name (nothing to fill in)."""
+        found = self.table[step][situation]
+        return found if named else [o for o in found if not any("{" in part for part in o)]
+
+    def say(self, step: str, situation: str, skill: SimSkill | None = None, seed: str = "") -> tuple[str, ...]:
+        options = self.options(step, situation, named=skill is not None)
+        chosen = options[_stable_index(f"{skill.name if skill else seed}/{step}/{situation}", len(options))]
+        if skill is None:
+            return tuple(chosen)
+        values = {"skill": skill.name, "invocation": skill.invocation, "other": skill.other_skill or ""}
+        return tuple(part.format(**values) for part in chosen)
+
+
 class EchoBrain:
     """Maps what was said to what the Echo answers; keeps the open skill session."""
 
-    def __init__(self, script: SimScript) -> None:
+    def __init__(self, script: SimScript, phrasings: Phrasings | None = None) -> None:
         self.script = script
+        self.phrasings = phrasings or Phrasings.load()
         self.session: SimSkill | None = None
         self._by_invocation = {normalise(s.invocation): s for s in script.skills}
         self._by_invocation.update({normalise(s.name): s for s in script.skills})
@@ -124,6 +175,9 @@ class EchoBrain:
             return self._in_session(words)
         return Reply("silence")  # not addressed to the Echo
 
+    def dont_know(self, heard: str) -> Reply:
+        return Reply("dont_know", self.phrasings.say("any", "not_understood", seed=heard))
+
     def _command(self, command: str) -> Reply:
         if command in ("stop", "cancel", "exit", "quit") or command.startswith("stop "):
             return Reply("stopped")
@@ -133,7 +187,7 @@ class EchoBrain:
                 return handler(command[len(verb) :].strip())
         if command in self.script.questions:
             return _reply("answer", self.script.questions[command])
-        return Reply("dont_know", (DONT_KNOW,))
+        return self.dont_know(command)
 
     def _skill(self, spoken: str) -> SimSkill | None:
         bare = re.sub(r"^(the )|( skill)$", "", spoken)
@@ -142,32 +196,34 @@ class EchoBrain:
     def _enable(self, spoken: str) -> Reply:
         skill = self._skill(spoken)
         if skill is None or skill.enable == "not_found":
-            return Reply("not_found", (NOT_FOUND,))
-        if skill.enable == "account_linking":
-            return Reply("account_linking", (
-                f"To use {skill.name}, go to the skills section of your Alexa app and link your account.",
-            ))
-        return Reply("enabled", (f"Okay. {skill.name} is now enabled.", f"To start, say: open {skill.invocation}."))
+            return Reply("not_found", self.phrasings.say("enable", "not_found", skill, seed=spoken))
+        return Reply(skill.enable, self.phrasings.say("enable", skill.enable, skill))
 
     def _disable(self, spoken: str) -> Reply:
         skill = self._skill(spoken)
         if skill is None:
-            return Reply("not_found", (NOT_FOUND,))
-        return Reply("disabled", (f"Okay. {skill.name} has been disabled.",))
+            return Reply("not_found", self.phrasings.say("disable", "not_found", seed=spoken))
+        return Reply("disabled", self.phrasings.say("disable", "disabled", skill))
 
     def _open(self, spoken: str) -> Reply:
         skill = self._skill(spoken)
         if skill is None:
-            return Reply("dont_know", (DONT_KNOW,))
-        self.session = skill
-        return Reply("welcome", tuple(skill.welcome) or (f"Welcome to {skill.name}.",))
+            return self.dont_know(spoken)
+        if skill.open == "welcome":
+            self.session = skill
+            return Reply("welcome", tuple(skill.welcome) or self.phrasings.say("open", "skill_opened", skill))
+        if skill.open == "other_skill":
+            # The other skill has the session now: what is said next goes to it, and it knows nothing.
+            self.session = SimSkill(name=skill.other_skill or "", invocation=skill.other_skill or "")
+        return Reply(skill.open if skill.open != "not_understood" else "dont_know",
+                     self.phrasings.say("open", skill.open, skill))
 
     def _ask(self, spoken: str) -> Reply:
         for invocation, skill in self._by_invocation.items():
             if spoken.startswith(invocation + " "):
                 question = re.sub(r"^(for|to|about) ", "", spoken[len(invocation) :].strip())
                 return self._answer(skill, question)
-        return Reply("dont_know", (DONT_KNOW,))
+        return self.dont_know(spoken)
 
     def _in_session(self, words: str) -> Reply:
         assert self.session is not None
@@ -178,7 +234,7 @@ class EchoBrain:
             if normalise(phrase) in words:
                 return _reply("answer", reply)
         self.session = None
-        return Reply("dont_know", (DONT_KNOW,))
+        return self.dont_know(words)
 
     def _play(self, _what: str) -> Reply:
         self.session = None
@@ -215,22 +271,6 @@ class SideChannel:
             fh.write(line + "\n")
         return key
 
-    @property
-    def replies_path(self) -> Path:
-        return self.path.with_name(self.path.name.replace(".said.", ".replies."))
-
-    def file_reply(self, key: str, reply: Reply) -> None:
-        """The Echo's side: what it is about to say in answer to prompt `key`."""
-        with open(self.replies_path, "a") as fh:
-            fh.write(json.dumps({"key": key, "kind": reply.kind, "text": reply.text}) + "\n")
-
-    def reply_to(self, key: str) -> Reply | None:
-        """What the simulated Echo said in answer to prompt `key`, if it has answered."""
-        for data in _newest_first(self.replies_path):
-            if data["key"] == key:
-                return Reply(data["kind"], tuple(p for p in [data["text"]] if p))
-        return None
-
     def latest(self) -> Announcement | None:
         for data in _newest_first(self.path):
             return Announcement(data["key"], data["text"], float(data["duration"]))
@@ -258,6 +298,16 @@ class TruthRecord:
     started: float  # monotonic, comparable across processes on one machine
     duration: float
     wall_start: float
+
+
+def said_path(lab_dir: Path, echo: str) -> Path:
+    """The side channel: what the runner is about to say to `echo`."""
+    return lab_dir / f"{echo}.said.jsonl"
+
+
+def truth_path(lab_dir: Path, echo: str) -> Path:
+    """The truth log: what `echo` really said, and meant."""
+    return lab_dir / f"{echo}.truth.jsonl"
 
 
 def read_truth(path: Path) -> list[TruthRecord]:
@@ -346,7 +396,6 @@ class SimulatedEcho:
         assert announcement is not None
         self._handled = announcement.key
         reply = self.brain.hear(announcement.text)
-        self.side.file_reply(announcement.key, reply)
         self._barge_in.clear()
         delay = speech_end + self.brain.script.latency - time.monotonic()
         if delay > 0:
@@ -413,21 +462,23 @@ def mix(voice: Clip, bed: Clip) -> Clip:
     return Clip(np.clip(v + b, -32768, 32767).astype(np.int16).tobytes(), voice.format)
 
 
-def phrases(script: SimScript) -> list[str]:
+def phrases(script: SimScript, phrasings: Phrasings | None = None) -> list[str]:
     """Every sentence the Echo may say, to be rendered before the lab opens."""
-    brain_lines = {DONT_KNOW, NOT_FOUND, script.stream_intro, *script.stream_loop}
+    brain = EchoBrain(script, phrasings)
+    say = brain.phrasings
+    lines = {script.stream_intro, *script.stream_loop}
+    for step, situation in (("any", "not_understood"), ("enable", "not_found"), ("disable", "not_found")):
+        lines.update(part for option in say.options(step, situation, named=False) for part in option)
     for skill in script.skills:
-        brain_lines.update(skill.welcome or [f"Welcome to {skill.name}."])
-        brain_lines.update(
-            [f"Okay. {skill.name} is now enabled.", f"To start, say: open {skill.invocation}.",
-             f"To use {skill.name}, go to the skills section of your Alexa app and link your account.",
-             f"Okay. {skill.name} has been disabled."]
-        )
+        lines.update(skill.welcome or say.say("open", "skill_opened", skill))
+        lines.update(say.say("enable", skill.enable, skill) + say.say("disable", "disabled", skill))
+        if skill.open != "welcome":
+            lines.update(say.say("open", skill.open, skill))
         for reply in skill.answers.values():
-            brain_lines.update(reply or [])
+            lines.update(reply or [])
     for reply in script.questions.values():
-        brain_lines.update(reply or [])
-    return sorted(brain_lines)
+        lines.update(reply or [])
+    return sorted(lines)
 
 
 # -- the simulated Echos of a lab, each in a process of its own ---------------------------------------
@@ -474,8 +525,8 @@ def _serve_echo(lab_dir: Path, name: str, script: SimScript, clip_paths: dict[st
     redirect_native_stderr(lab_dir / "logs" / f"simulated-{name}.log")
     use_own_devices(lab_dir, name, "echo")
     clips = {text: read_wav(path) for text, path in clip_paths.items()}
-    echo = SimulatedEcho(name, EchoBrain(script), clips, SideChannel(lab_dir / f"{name}.said.jsonl"),
-                         lab_dir / f"{name}.truth.jsonl", open_backend(backend_name),
+    echo = SimulatedEcho(name, EchoBrain(script), clips, SideChannel(said_path(lab_dir, name)),
+                         truth_path(lab_dir, name), open_backend(backend_name),
                          hears=f"{name}_out_mon", speaks=f"{name}_mic")
     thread = threading.Thread(target=echo.serve, name=name)
     thread.start()

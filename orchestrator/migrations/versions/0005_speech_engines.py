@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
