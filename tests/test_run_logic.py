@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.asr import SpeechModel
 from orchestrator.audio import AudioFormat, silence
 from orchestrator.catalog import load_catalog
 from orchestrator.lab import EchoConfig, LabConfig
@@ -23,7 +24,7 @@ def make_run(tmp_path, catalog_dir):
         path = tmp_path / "p.yaml"
         path.write_text(f"name: p\ninterest: pets-animals\necho: echo1\nplan:\n{plan}")
         request = RunRequest(load_persona(path), lab, catalog, tmp_path / "log.sqlite", tmp_path / "audio",
-                             Path("model"), asr_socket=Path(), asr_authkey=b"")
+                             SpeechModel("vosk", Path("model"), "model"), asr_socket=Path(), asr_authkey=b"")
         return PersonaRun(request)
 
     return make

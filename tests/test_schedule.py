@@ -26,6 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator import log, schedule
+from orchestrator.asr import SpeechModel
 from orchestrator.cli_schedule import schedule_group, serve, status
 from orchestrator.persona import Schedule
 
@@ -95,7 +96,8 @@ class Files:
     jobs_db = property(lambda self: self.root / "scheduler.sqlite")
 
     def jobs(self, func: str = FAKE_JOB) -> list[schedule.PersonaJob]:
-        return schedule.load_persona_jobs(self.personas, self.lab, self.catalog, self.db, self.audio, self.model, func)
+        return schedule.load_persona_jobs(self.personas, self.lab, self.catalog, self.db, self.audio,
+                                          SpeechModel("vosk", self.model, "model"), func)
 
     def serve_args(self, model: Path) -> list[str]:
         return ["--personas", str(self.personas), "--lab", str(self.lab), "--catalog", str(self.catalog),
@@ -160,6 +162,17 @@ def run_rows(db: Path) -> list[sqlite3.Row]:
 # -- jobs rebuilt from the persona files -----------------------------------------------------------------
 
 
+def test_job_arguments_name_the_engine_and_old_ones_still_load(files):
+    args = schedule.JobArgs("p-a1", files.root / "p.yaml", files.lab, files.catalog, files.db, files.audio,
+                            SpeechModel("pocketsphinx", files.model, "model"))
+    stored = args.as_args()
+    assert stored[-1] == f"pocketsphinx:{files.model.resolve()}"
+    assert schedule.JobArgs.from_args(stored).model == SpeechModel("pocketsphinx", files.model.resolve(), "model")
+    # A job stored before there were two engines holds a bare Vosk model folder.
+    old = schedule.JobArgs.from_args([*stored[:-1], str(files.model.resolve())])
+    assert (old.model.engine, old.model.path) == ("vosk", files.model.resolve())
+
+
 def test_jobs_are_rebuilt_with_ids_at_every_start_without_duplicates(files, services):
     for _ in range(2):
         services(files).stop()
@@ -167,8 +180,9 @@ def test_jobs_are_rebuilt_with_ids_at_every_start_without_duplicates(files, serv
     assert sorted(jobs) == ["persona:p-a1", "persona:p-a2", "persona:p-b1"]
     job = jobs["persona:p-a1"]
     assert job.func_ref == FAKE_JOB
-    assert job.args[0] == "p-a1" and all(isinstance(a, str) and (i == 0 or Path(a).is_absolute())
-                                         for i, a in enumerate(job.args))
+    *paths, model = job.args[1:]
+    assert job.args[0] == "p-a1" and all(isinstance(a, str) and Path(a).is_absolute() for a in paths)
+    assert model == f"vosk:{files.model.resolve()}"
     assert isinstance(job.trigger, schedule.NightlyTrigger) and str(job.trigger.timezone) == LONDON
     assert job.next_run_time.astimezone(job.trigger.timezone).strftime("%m-%d %H:%M") == "01-01 03:00"
 
@@ -448,7 +462,8 @@ def log_run(db: Path, persona: str, echo: str, scheduled_for: datetime | None, o
     engine = schedule.log_engine(db)
     run_id = log.start_run(engine, persona_id=log.upsert_persona(engine, name=persona, interest=None),
                            device_id=log.upsert_device(engine, name=echo), audio_dir=db.parent,
-                           config={"steps": []}, asr_engine=None, asr_model=None, tts_engine=None, tts_voice=None, tts_rate=None,
+                           config={"steps": []}, asr_engine=None, asr_model=None, tts_engine=None, tts_voice=None,
+                           tts_rate=None,
                            audio_backend=None, scheduled_for=scheduled_for)
     if outcome != "running":
         log.finish_run(engine, run_id, outcome)  # type: ignore[arg-type]
@@ -650,9 +665,9 @@ def test_a_triggered_persona_really_runs_through_the_scheduler(tmp_path, ko_mode
     import yaml
 
     from orchestrator.demo import DEMO_ENDPOINTING, render_sim_voice
+    from orchestrator.lab import EchoConfig, LabConfig
     from orchestrator.sim.echo import SCRIPT as SIM_SCRIPT
     from orchestrator.sim.echo import SimScript, SimulatedEchos
-    from orchestrator.lab import EchoConfig, LabConfig
     from orchestrator.sim.lab import VirtualLab
 
     files = Files(tmp_path)
