@@ -98,7 +98,7 @@ def demo(db: Path, audio_dir: Path, model_setting: str | None, echos: int, backe
     from orchestrator.demo import DemoSettings, run_demo
     from orchestrator.progress import Progress
 
-    model = resolve_model_setting(model_setting or "auto")
+    model = resolve_model_setting(model_setting or "auto", audio_dir=audio_dir)
     progress = Progress(stderr)
     progress.phase(f"transcribing with {model} ({model.path})")
     summaries = run_demo(DemoSettings(db=db, audio_dir=audio_dir, model=model, echos=echos, backends=(backend,),
@@ -140,10 +140,14 @@ def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path,
     orchestrator run persona_scripts/dating.yaml --resume 42
     """
     from orchestrator.catalog import load_catalog
+    from orchestrator.lab import load_lab
     from orchestrator.persona import compile_plan, load_personas
+    from orchestrator.validate import check_lab_bindings
 
     catalog = load_catalog(catalog_dir)
     loaded = load_personas(list(personas), catalog)
+    lab = load_lab(lab_path)  # a dry run checks what a real run would, the lab file included
+    check_lab_bindings(lab, lab_path, loaded)
     if dry_run:
         for item in loaded:
             click.echo(f"# {item.persona.name} on {item.persona.echo} ({item.path})")
@@ -156,19 +160,15 @@ def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path,
         return
     if resume_run is not None and len(loaded) != 1:
         raise InputError("--resume continues one run: give exactly one persona file")
-    _run_personas(loaded, catalog, lab_path, db, audio_dir, model_setting, resume_run, not no_resume)
+    _run_personas(loaded, catalog, lab, db, audio_dir, model_setting, resume_run, not no_resume)
 
 
-def _run_personas(loaded: list[Any], catalog: Any, lab_path: Path, db: Path, audio_dir: Path,
+def _run_personas(loaded: list[Any], catalog: Any, lab: Any, db: Path, audio_dir: Path,
                   model_setting: str | None, resume_run: int | None, resume: bool) -> None:
-    from orchestrator.lab import load_lab
     from orchestrator.night import run_personas
     from orchestrator.progress import Progress
-    from orchestrator.validate import check_lab_bindings
 
-    lab = load_lab(lab_path)
-    check_lab_bindings(lab, lab_path, loaded)
-    model = resolve_model_setting(model_setting, lab.speech_model)
+    model = resolve_model_setting(model_setting, lab.speech_model, audio_dir)
     progress = Progress(stderr)
     summaries = run_personas(loaded, catalog, lab, db, audio_dir, model, progress, resume=resume,
                              resume_run_id=resume_run)

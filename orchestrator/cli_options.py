@@ -102,14 +102,14 @@ def catalog_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def resolve_model_setting(setting: str | None, lab_setting: str | None = None) -> Any:
+def resolve_model_setting(setting: str | None, lab_setting: str | None = None, audio_dir: Path | None = None) -> Any:
     """The speech model (a `SpeechModel`) from --model, else the lab file, else the default; its files
-    are checked before anything runs."""
+    are checked before anything runs. Model names are looked up in `audio_dir`'s models folder."""
     from orchestrator.asr import ModelError, check
     from orchestrator.asr.models import resolve
 
     try:
-        model = resolve(setting or lab_setting)
+        model = resolve(setting or lab_setting, settings.models_dir(audio_dir))
         check(model)
     except ModelError as exc:
         raise InputError(str(exc)) from None

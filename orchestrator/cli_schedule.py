@@ -84,7 +84,7 @@ def serve(personas_dir: Path, lab_path: Path, catalog_dir: Path, db: Path, audio
     """
     from orchestrator.lab import load_lab
 
-    model = resolve_model_setting(model_setting, load_lab(lab_path).speech_model)
+    model = resolve_model_setting(model_setting, load_lab(lab_path).speech_model, audio_dir)
     jobs = schedule.load_persona_jobs(personas_dir, lab_path, catalog_dir, db, audio_dir, model)
     config = schedule.ServeConfig(jobs, jobs_db, misfire_grace, wakeup_seconds, stop_timeout)
     _log_to_stderr()

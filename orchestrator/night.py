@@ -32,7 +32,7 @@ from orchestrator.catalog import Catalog
 from orchestrator.lab import LabConfig
 from orchestrator.lab_hooks import hooks_for
 from orchestrator.persona import LoadedPersona
-from orchestrator.processes import name_this_process
+from orchestrator.processes import die_with_parent, name_this_process
 from orchestrator.progress import Progress
 from orchestrator.rig_check import Verdict, self_test
 from orchestrator.run import (
@@ -70,6 +70,7 @@ class WorkerDone:
 
 def _worker(request: RunRequest, events: Any, log_dir: Path, stop: Any, room_lock: Any) -> None:
     persona = request.persona.persona.name
+    die_with_parent()
     name_this_process()
     redirect_native_stderr(log_dir / f"{persona}.log")
     hooks_for(request.lab.virtual_lab).in_process(request.persona.persona.echo, "persona")

@@ -145,6 +145,17 @@ def test_validate_without_arguments_checks_personas_in_subfolders(runner, lab, t
 # -- run --dry-run ----------------------------------------------------------------------------------------
 
 
+def test_run_dry_run_checks_the_lab_file_too(runner, tmp_path):
+    pets = PROJECT / "persona_scripts" / "demo" / "pets.yaml"
+    missing = tmp_path / "nowhere.yaml"
+    result = runner.invoke(main, ["run", "--dry-run", "--lab", str(missing), "--catalog", str(CATALOG_DIR), str(pets)])
+    assert result.exit_code == 2 and f"{missing}: file not found" in result.stderr
+    other = tmp_path / "other.yaml"
+    other.write_text("echos:\n  - {name: kitchen, speaker: s, microphone: m}\n")
+    result = runner.invoke(main, ["run", "--dry-run", "--lab", str(other), "--catalog", str(CATALOG_DIR), str(pets)])
+    assert result.exit_code == 2 and "Echo 'echo1' is not in the lab file" in result.stderr
+
+
 def test_run_dry_run_prints_the_words_in_order(runner, lab):
     demo = PROJECT / "persona_scripts" / "demo"
     pets, vanilla = demo / "pets.yaml", demo / "vanilla.yaml"

@@ -37,7 +37,7 @@ import numpy as np
 import yaml
 
 from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat, read_wav, silence
-from orchestrator.processes import name_this_process
+from orchestrator.processes import die_with_parent, name_this_process
 from orchestrator.sim.lab import use_own_devices
 from orchestrator.sound import DeviceError, open_backend, redirect_native_stderr
 from orchestrator.vad import EndpointConfig, EndpointDetector
@@ -521,6 +521,7 @@ class SimulatedEchos:
 
 def _serve_echo(lab_dir: Path, name: str, script: SimScript, clip_paths: dict[str, Path], backend_name: str,
                 stop: Any, ready: Any) -> None:
+    die_with_parent()
     name_this_process()
     redirect_native_stderr(lab_dir / "logs" / f"simulated-{name}.log")
     use_own_devices(lab_dir, name, "echo")
