@@ -863,6 +863,7 @@ class ResumeState:
     done: set[int]  # steps not to repeat
     attempts: dict[int, int]  # retry number for steps that were interrupted
     enable_outcomes: dict[str, str | None]  # skill id -> what the last enable reply meant
+    open_outcomes: dict[str, tuple[str | None, str | None]]  # skill id -> the last open's verdict, skill heard
 
 
 #: An interrupted step is retried once; interrupted again, it is left behind.
@@ -881,7 +882,7 @@ def resume_state(engine: Engine, run_id: int) -> ResumeState:
         persona = session.scalar(select(Persona.name).where(Persona.id == run.persona_id)) or ""
         rows = session.execute(
             select(Interaction.step_index, Interaction.attempt, Interaction.status, Interaction.kind,
-                   Interaction.skill_id, Interaction.reply_outcome)
+                   Interaction.skill_id, Interaction.reply_outcome, Interaction.reply_heard_skill)
             .where(Interaction.run_id == run_id).order_by(Interaction.step_index, Interaction.attempt)
         ).all()
         if run.config_json is None:
@@ -901,7 +902,8 @@ def _resume_from_rows(persona: str, steps: list[str], rows: Sequence[Any]) -> Re
     done: set[int] = set()
     attempts: dict[int, int] = {}
     enable_outcomes: dict[str, str | None] = {}
-    for index, attempt, status, kind, skill_id, outcome in rows:
+    open_outcomes: dict[str, tuple[str | None, str | None]] = {}
+    for index, attempt, status, kind, skill_id, outcome, heard in rows:
         if status == "interrupted" and attempt + 1 < MAX_ATTEMPTS:
             attempts[index] = attempt + 1
             done.discard(index)
@@ -910,7 +912,9 @@ def _resume_from_rows(persona: str, steps: list[str], rows: Sequence[Any]) -> Re
         attempts.pop(index, None)
         if kind == "enable" and skill_id:
             enable_outcomes[skill_id] = outcome
-    return ResumeState(persona, steps, done, attempts, enable_outcomes)
+        elif kind == "open" and skill_id:
+            open_outcomes[skill_id] = (outcome, heard)
+    return ResumeState(persona, steps, done, attempts, enable_outcomes, open_outcomes)
 
 
 def resumable_run(engine: Engine, persona: str, since: datetime) -> int | None:

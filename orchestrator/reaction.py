@@ -70,18 +70,18 @@ class PlanReaction:
         if step.kind == "enable" and step.skill_id and verdict is not None:
             self.learn_enable(step.skill_id, verdict.outcome)
         if step.kind == "open" and step.skill_id and verdict is not None:
-            self._learn_open(step.skill_id, verdict)
+            self.learn_open(step.skill_id, verdict.outcome, verdict.heard_skill)
         if met is False and step.dialog is not None and step.on_mismatch == "stop":
             self.ended_dialogs.add(step.dialog)
         return Judgement(verdict, met)
 
-    def _learn_open(self, skill_id: str, verdict: Verdict) -> None:
-        if verdict.outcome not in SESSION_NOT_OPEN:
+    def learn_open(self, skill_id: str, outcome: str | None, heard_skill: str | None = None) -> None:
+        if outcome not in SESSION_NOT_OPEN:
             self.closed_sessions.pop(skill_id, None)
-        elif verdict.outcome == "other_skill":
-            self.closed_sessions[skill_id] = f"another skill answered ({verdict.heard_skill or 'name not heard'})"
+        elif outcome == "other_skill":
+            self.closed_sessions[skill_id] = f"another skill answered ({heard_skill or 'name not heard'})"
         else:
-            self.closed_sessions[skill_id] = verdict.outcome
+            self.closed_sessions[skill_id] = outcome
 
     def _classify(self, step: PlannedStep, text: str | None, status: str) -> Verdict | None:
         if step.kind not in CLASSIFIED_KINDS:

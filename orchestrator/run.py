@@ -311,6 +311,8 @@ class PersonaRun:
         account_for_audio(self.engine, self.recordings, run_id)
         for skill_id, outcome in state.enable_outcomes.items():
             self.reaction.learn_enable(skill_id, outcome)
+        for skill_id, (outcome, heard) in state.open_outcomes.items():
+            self.reaction.learn_open(skill_id, outcome, heard)
         return run_id
 
     def _open_rig(self, prompts: dict[int, Prompt]) -> Rig:

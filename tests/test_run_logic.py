@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import log
 from orchestrator.asr import SpeechModel
 from orchestrator.audio import AudioFormat, silence
 from orchestrator.catalog import load_catalog
@@ -87,6 +88,46 @@ def test_a_skill_that_was_not_enabled_is_not_opened(make_run, tmp_path):
     rows = db.execute("SELECT kind, status, error FROM interactions ORDER BY step_index").fetchall()
     assert [(k, s) for k, s, _ in rows] == [("open", "skipped"), ("say", "skipped"), ("stop", "skipped")]
     assert all("account_linking" in e for _, _, e in rows)
+
+
+@pytest.mark.parametrize("reply, reason", [
+    ("Welcome to Smart Restaurant. What would you like to do?", "another skill answered (smart restaurant)"),
+    ("Sorry, I'm having trouble accessing your Cat Facts skill right now.", "unreachable"),
+])
+def test_a_skill_whose_open_lands_elsewhere_is_not_talked_to(make_run, tmp_path, reply, reason):
+    run = make_run("  - enable: B017OBJI46\n  - open: B017OBJI46\n  - say: tell me a fact\n    session: true\n"
+                   "  - stop\n  - open: B017OBJI46\n  - say: tell me a fact\n    session: true\n")
+    spoken = []
+    opens = iter([reply, "Welcome to Cat Facts. Ask me for a fact."])
+
+    def step(_rig, step, _prompt, _run_id):
+        spoken.append(step.kind)
+        text = next(opens) if step.kind == "open" else "Okay. Cat Facts is now enabled."
+        run.reaction.judge(step, text, "ok")
+        return "ok", 1.0
+
+    run._step = step
+    run._steps(None, _prompts(run), _start(run))
+    # The wrong skill is still stopped; the next open lands in Cat Facts, so it is talked to again.
+    assert spoken == ["enable", "open", "stop", "open", "say"]
+    db = sqlite3.connect(tmp_path / "log.sqlite")
+    (error,) = db.execute("SELECT error FROM interactions WHERE status = 'skipped'").fetchone()
+    assert error == f"the session of skill B017OBJI46 did not open: {reason}"
+
+
+def test_a_resumed_run_remembers_which_sessions_did_not_open(make_run):
+    run = make_run("  - open: B017OBJI46\n  - say: tell me a fact\n    session: true\n")
+    summary = _start(run)
+    # The open step's row, as a worker killed right after it would have left it.
+    interaction = log.start_interaction(run.engine, run_id=summary.run_id, step_index=0, kind="open",
+                                        skill_id="B017OBJI46", prompt_text="Alexa, open cat facts")
+    log.finish_interaction(run.engine, interaction, "ok", reply_outcome="other_skill",
+                           reply_heard_skill="smart restaurant")
+    log.finish_run(run.engine, summary.run_id, "interrupted")
+    resumed = make_run("  - open: B017OBJI46\n  - say: tell me a fact\n    session: true\n")
+    resumed._resume(summary.run_id)
+    assert resumed.reaction.skip_reason(resumed.steps[1]) == (
+        "the session of skill B017OBJI46 did not open: another skill answered (smart restaurant)")
 
 
 def test_a_stop_request_ends_the_run_as_interrupted(make_run, tmp_path):
