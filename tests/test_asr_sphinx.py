@@ -97,3 +97,17 @@ def test_silence_is_heard_as_nothing(server: TranscriptionServer) -> None:
     stream.feed(silence(1.0, MIC_FORMAT).pcm)
     transcript = stream.finish(timeout=30)
     assert transcript.words == [] and transcript.text == "" and transcript.confidence is None
+
+
+def test_one_recognizer_serves_utterance_after_utterance(server: TranscriptionServer, speech: dict[str, Clip]) -> None:
+    """Word times restart with each utterance, and nothing of the previous one leaks into the next."""
+    client = server.client()
+    first, second = list(speech)[:2]
+    transcripts = []
+    for text in (first, second, first):
+        stream = client.stream()  # the same connection, hence the same recognizer, each time
+        stream.feed(speech[text].pcm)
+        transcripts.append(stream.finish(timeout=30))
+    assert transcripts[0].text == transcripts[2].text  # the same audio decodes alike on a reused recognizer
+    assert transcripts[1].words[0].start < 1.0  # its own start, not after the first utterance
+    assert not {w.word for w in transcripts[1].words} >= SAID[first]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import statistics
 import sqlite3
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -22,9 +22,9 @@ import pytest
 from orchestrator.audio import MIC_FORMAT, validate_wav
 from orchestrator.catalog import load_catalog
 from orchestrator.demo import DEMO_ENDPOINTING, DemoSettings, demo_personas, run_demo
-from orchestrator.sim.echo import OUTCOME_OF_KIND, read_truth, truth_path
 from orchestrator.persona import compile_plan
 from orchestrator.progress import Progress
+from orchestrator.sim.echo import OUTCOME_OF_KIND, read_truth, truth_path
 
 pytestmark = pytest.mark.lab
 

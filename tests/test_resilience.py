@@ -1,8 +1,10 @@
-"""Faults during a night on the virtual lab: killed workers, a device that disappears.
+"""Faults during a night on the virtual lab: killed workers, a killed night, a device that disappears.
 
 The kill test SIGKILLs a persona's worker again and again, at random moments, right after a
 recording lands on disk and early in a step, and checks after each kill that nothing recorded is
-lost; each next start resumes the run until its plan is done.
+lost; each next start resumes the run until its plan is done. Another SIGKILLs the night itself
+(`orchestrator run` in a process of its own): nothing it started may go on speaking to the Echo,
+and the next `orchestrator run`, from another shell, resumes the run.
 """
 
 from __future__ import annotations
@@ -12,21 +14,24 @@ import queue
 import random
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestrator.audio import validate_wav
 from orchestrator.catalog import load_catalog
 from orchestrator.demo import DEMO_ENDPOINTING, render_sim_voice
-from orchestrator.sim.echo import SCRIPT as SIM_SCRIPT
-from orchestrator.sim.echo import SimScript, SimulatedEchos
 from orchestrator.lab import EchoConfig, LabConfig, RigCheck
 from orchestrator.night import Night
 from orchestrator.persona import compile_plan, load_persona
 from orchestrator.run import RunRequest
+from orchestrator.sim.echo import SCRIPT as SIM_SCRIPT
+from orchestrator.sim.echo import SimScript, SimulatedEchos
 from orchestrator.sim.lab import VirtualLab
 
 pytestmark = pytest.mark.lab
@@ -185,6 +190,72 @@ def test_killed_workers_lose_nothing_and_every_run_resumes_to_its_end(rig):
             assert any(s[2] in FINAL for s in mine) or [s[2] for s in mine] == ["interrupted", "interrupted"], mine
     interrupted = db.execute("SELECT count(*) FROM interactions WHERE status = 'interrupted'").fetchone()[0]
     assert interrupted >= 1
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _final_steps(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT count(*) FROM interactions WHERE status = 'ok'").fetchone()[0]
+
+
+def test_a_killed_night_leaves_nothing_speaking_and_the_next_run_resumes_it(rig, catalog_dir, tmp_path):
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text(yaml.safe_dump(rig["lab"].model_dump(mode="json")))
+    db = tmp_path / "log.sqlite"
+    command = [sys.executable, "-m", "orchestrator", "run", str(rig["persona"].path), "--lab", str(lab_file),
+               "--catalog", str(catalog_dir), "--db", str(db), "--audio-dir", str(tmp_path / "audio"),
+               "--model", str(rig["model"])]
+    night = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while _final_steps(db) < 2 and night.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert night.poll() is None, night.stderr.read().decode() if night.stderr else ""
+    started = _descendants(night.pid)
+    assert started  # its persona worker and transcription server, at least
+    night.kill()
+    night.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in started if _alive(pid)]
+    connection = sqlite3.connect(db)
+    ((run_id, status),) = connection.execute("SELECT id, status FROM runs").fetchall()
+    assert status == "running"  # what the next start resumes
+    # Another shell: nothing of the first one's environment, only the lab folder the lab file names.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "ALSA_", "XDG_RUNTIME"))}
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr
+    runs = connection.execute("SELECT id, status FROM runs").fetchall()
+    assert runs == [(run_id, "completed")]
+    planned = len(compile_plan(rig["persona"].persona, rig["catalog"]))
+    done = connection.execute("SELECT count(DISTINCT step_index) FROM interactions WHERE run_id = ? AND status IN "
+                              "('ok', 'no_response', 'max_length')", (run_id,)).fetchone()[0]
+    assert done == planned
 
 
 def test_a_device_that_disappears_fails_its_echo_and_the_others_finish(rig):

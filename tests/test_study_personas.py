@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from orchestrator.demo import DemoSettings, run_demo
+from orchestrator.progress import Progress
 from orchestrator.sim.echo import SCRIPT as SIM_SCRIPT
 from orchestrator.sim.echo import read_truth
-from orchestrator.progress import Progress
 
 pytestmark = pytest.mark.lab
 

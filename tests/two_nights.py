@@ -64,7 +64,8 @@ RECORDED_SECONDS = 24.0
 def _run(engine: Engine, persona_id: int, device_id: int, audio_dir: Path, scheduled_for: str) -> int:
     return log.start_run(
         engine, persona_id=persona_id, device_id=device_id, audio_dir=audio_dir, config={"test": True},
-        asr_engine="vosk", asr_model="small", tts_engine="espeak-ng", tts_voice="en-us", tts_rate=170, audio_backend="sounddevice",
+        asr_engine="vosk", asr_model="small", tts_engine="espeak-ng", tts_voice="en-us", tts_rate=170,
+        audio_backend="sounddevice",
         scheduled_for=scheduled_for,
     )
 
