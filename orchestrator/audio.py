@@ -7,15 +7,13 @@ it is made instead of being heard as chipmunks in a recording three weeks later.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from orchestrator.durable import fsync_path
+from orchestrator.durable import replacing_file
 
 
 class InvalidAudio(ValueError):
@@ -132,37 +130,17 @@ def validate_wav(path: Path, min_duration: float = 0.05) -> Clip:
     return clip
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
 def write_wav_atomic(path: Path, clip: Clip) -> Path:
     """Write `clip` so that `path` either does not exist or holds the whole file.
 
-    Temp file in the same directory, fsync, rename, fsync the directory: only after this returns
-    may a database row point at `path`.
+    Temp file in the same directory, fsync, rename, fsync the directory (durable.replacing): only
+    after this returns may a database row point at `path`. Missing folders are made: recordings
+    go to folders of their own per run.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; recordings are for the whole lab group
-        with os.fdopen(fd, "wb") as raw:
-            with wave.open(raw, "wb") as wav:
-                wav.setnchannels(clip.format.channels)
-                wav.setsampwidth(clip.format.width)
-                wav.setframerate(clip.format.rate)
-                wav.writeframes(clip.pcm)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_path(path.parent)
+    with replacing_file(path, binary=True, make_folder=True) as raw:
+        with wave.open(raw, "wb") as wav:
+            wav.setnchannels(clip.format.channels)
+            wav.setsampwidth(clip.format.width)
+            wav.setframerate(clip.format.rate)
+            wav.writeframes(clip.pcm)
     return path

@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator import config_files
-from orchestrator.config_files import ConfigError, Issue
+from orchestrator.config_files import CleanText, ConfigError, Issue
 
 CATEGORIES = (
     "connected-car", "dating", "fashion-style", "pets-animals", "religion-spirituality",
@@ -43,12 +43,12 @@ class Skill(BaseModel):
 
     id: str = Field(min_length=1)
     asin: str | None = Field(None, pattern=r"^B[0-9A-Z]{9}$")
-    name: str = Field(min_length=1)
-    invocation_name: str = Field(min_length=1)
+    name: CleanText = Field(min_length=1)  # spoken, as are the invocation name and sample utterances
+    invocation_name: CleanText = Field(min_length=1)
     category: str
     store_category: str | None = None  # the store's own category, which differs from the study's
     developer: str | None = None
-    sample_utterances: list[str] = Field(default_factory=list)
+    sample_utterances: list[CleanText] = Field(default_factory=list)
     account_linking: bool | None = None
     permissions: list[str] | None = None
     privacy_policy_url: str | None = None

@@ -11,19 +11,30 @@ validated like a curated record; rows are merged by id into the imported store
 * a row that fails validation is rejected with its row number, field and reason.
 
 The store is replaced whole or not at all: the new store is written beside it, synced and renamed
-over it, so a failed or refused import leaves the old file byte for byte as it was.
+over it (durable.replacing), so a failed or refused import leaves the old file byte for byte as it
+was. One import at a time: an import holds a lock on imported.sqlite.lock from reading the store to
+renaming the new one over it, so a second import cannot merge into a store the first is replacing
+(and lose the first one's rows). Holding the lock, an import removes the temporary files of earlier
+imports that were killed.
+
+A crawl is read within bounds (config_files.read_limited): a regular file of at most
+MAX_CRAWL_BYTES; JSON nested deeper than Python's decoder allows is refused, not a traceback.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import io
 import json
 import os
 import re
 import sqlite3
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,10 +51,16 @@ from orchestrator.catalog import (
     Skill,
     load_curated,
 )
-from orchestrator.config_files import format_loc
-from orchestrator.durable import fsync_path
+from orchestrator.config_files import ConfigError, Issue, UnreadableFile, format_loc, read_limited
+from orchestrator.durable import OutputError, replacing, stale_temporaries
 
 FORMATS = ("csv", "json", "jsonl")
+#: Bytes a crawl may hold: a crawl of the whole store (100,000 skills) is about 30 MB of CSV.
+MAX_CRAWL_BYTES = 512 * 1024 * 1024
+#: The lock an import holds, beside the store.
+IMPORT_LOCK = IMPORTED_STORE + ".lock"
+#: Seconds an import waits for another import to finish before it gives up.
+LOCK_WAIT_SECONDS = 10.0
 SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 #: Column names looked for, most specific first. They match whatever their case and separators
@@ -79,6 +96,10 @@ MISSING_TEXT = frozenset({"", "null"})
 
 class CrawlError(ValueError):
     """A file that cannot be imported at all (unreadable, not the format, a column missing)."""
+
+
+class ImportBusy(RuntimeError):
+    """Another import holds the catalog's lock, and did not finish while this one waited."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +159,7 @@ class ImportResult:
     columns: dict[str, tuple[str, ...]] = field(default_factory=dict)  # field -> the file's column(s)
     stored: int = 0  # imported records in the store after the import
     written: bool = False
+    removed: list[Path] = field(default_factory=list)  # temporary files of killed imports, removed
 
     @property
     def rejected(self) -> int:
@@ -167,14 +189,12 @@ def read_crawl(path: Path, fmt: str | None = None) -> Crawl:
         raise CrawlError(f"{path}: cannot tell the format from the name; give --format ({', '.join(FORMATS)})")
     try:
         # utf-8-sig: spreadsheet programs start their CSV exports with a byte-order mark.
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise CrawlError(f"{path}: file not found") from None
+        text = read_limited(path, MAX_CRAWL_BYTES).decode("utf-8-sig")
+    except UnreadableFile as exc:
+        raise CrawlError(str(exc)) from None
     except UnicodeDecodeError as exc:
         raise CrawlError(f"{path}: not UTF-8 text, so not a {fmt.upper()} file ({exc.reason} at byte {exc.start})"
                          ) from None
-    except OSError as exc:
-        raise CrawlError(f"{path}: cannot read: {exc.strerror or exc}") from None
     reader = {"csv": _read_csv, "json": _read_json, "jsonl": _read_jsonl}[fmt]
     columns, rows = reader(path, text)
     return Crawl(path, columns, rows)
@@ -214,6 +234,8 @@ def _read_json(path: Path, text: str) -> tuple[list[str], list[Row]]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CrawlError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except (ValueError, RecursionError) as exc:
+        raise CrawlError(f"{path}: cannot read the JSON: {_json_problem(exc)}") from None
     if isinstance(data, dict) and isinstance(data.get("skills"), list):
         data = data["skills"]
     if not isinstance(data, list):
@@ -230,9 +252,18 @@ def _read_jsonl(path: Path, text: str) -> tuple[list[str], list[Row]]:
             parsed.append((number, json.loads(line), None))
         except json.JSONDecodeError as exc:
             parsed.append((number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+        except (ValueError, RecursionError) as exc:
+            parsed.append((number, None, f"cannot read the JSON: {_json_problem(exc)}"))
     if parsed and all(problem for _, _, problem in parsed):
         raise CrawlError(f"{path}: not a JSON Lines file (line {parsed[0][0]}: {parsed[0][2]})")
     return _object_rows(parsed)
+
+
+def _json_problem(exc: ValueError | RecursionError) -> str:
+    """JSON that parses but that Python will not hold: nested too deep, an integer too long."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)
 
 
 def _object_rows(items: list[tuple[int, Any, str | None]]) -> tuple[list[str], list[Row]]:
@@ -438,7 +469,8 @@ class _Merge:
             skill = Skill.model_validate(record)
         except ValidationError as exc:
             reported = {r.field for r in problems}
-            invalid = [Rejection(row.number, format_loc(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+            invalid = [Rejection(row.number, format_loc(tuple(e["loc"])), e["msg"].removeprefix("Value error, "))
+                       for e in exc.errors()]
             return record, problems + [r for r in invalid if r.field not in reported]
         return skill.model_dump(mode="json"), problems
 
@@ -495,32 +527,81 @@ def _stored_records(store: Path) -> dict[str, dict[str, Any]]:
         opened.close()
 
 
-def import_crawl(folder: Path, path: Path, options: ImportOptions) -> ImportResult:
-    """Import a crawl file into the catalog folder's store, all or nothing.
+def import_crawl(folder: Path, path: Path, options: ImportOptions, *, lock_wait: float | None = None) -> ImportResult:
+    """Import a crawl file into the catalog folder's store, all or nothing, one import at a time.
 
-    Raises TooManyRejected (nothing written) when more rows are rejected than options.max_rejected.
+    Raises TooManyRejected (nothing written) when more rows are rejected than options.max_rejected,
+    ImportBusy when another import holds the lock for longer than `lock_wait` seconds (default
+    LOCK_WAIT_SECONDS).
     """
-    result, records = plan_import(folder, path, options)
-    if result.rejected > options.max_rejected:
-        raise TooManyRejected(result, options.max_rejected)
-    if result.changed and not options.dry_run:
-        write_store(result.store, records.values())
-        result.written = True
+    if options.dry_run:  # reads a snapshot of the store (it is only ever renamed over), writes nothing
+        return plan_import(folder, path, options)[0]
+    with import_lock(folder, LOCK_WAIT_SECONDS if lock_wait is None else lock_wait):
+        removed = remove_stale_temporaries(folder / IMPORTED_STORE)
+        result, records = plan_import(folder, path, options)
+        result.removed = removed
+        if result.rejected > options.max_rejected:
+            raise TooManyRejected(result, options.max_rejected)
+        if result.changed:
+            write_store(result.store, records.values())
+            result.written = True
     return result
+
+
+@contextmanager
+def import_lock(folder: Path, wait: float) -> Iterator[None]:
+    """Hold the catalog folder's import lock; ImportBusy, naming the holder, after `wait` seconds.
+
+    flock is released by the kernel when its holder exits, however it exits: a killed import never
+    leaves the catalog locked. The holder's pid is written into the file for the message.
+    """
+    lock = folder / IMPORT_LOCK
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except FileNotFoundError:
+        raise ConfigError([Issue(folder, None, "", "catalog folder not found")]) from None
+    except OSError as exc:
+        raise OutputError(lock, f"cannot open the import lock: {exc.strerror or exc}", exc.errno) from None
+    try:
+        _acquire(fd, wait)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _acquire(fd: int, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise ImportBusy(f"another catalog import is running (pid {_holder(fd)}); nothing was imported, "
+                                 f"try again when it has finished") from None
+            time.sleep(0.1)
+
+
+def _holder(fd: int) -> str:
+    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return text if text.isdigit() else "unknown"
+
+
+def remove_stale_temporaries(store: Path) -> list[Path]:
+    """Remove the temporary stores of imports that were killed; the caller holds the import lock."""
+    removed = []
+    for stale in stale_temporaries(store):
+        stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
 
 
 def write_store(store: Path, records: Iterable[dict[str, Any]]) -> None:
     """Replace the store at once: a new file is written beside it, synced, and renamed over it."""
-    temporary = store.with_name(f".{store.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
-    try:
+    with replacing(store) as temporary:
         _write_database(temporary, sorted(records, key=lambda r: r["id"]))
-        fsync_path(temporary)
-        os.replace(temporary, store)
-        fsync_path(store.parent)  # the rename itself, so a power cut cannot bring the old store back
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def _write_database(path: Path, records: list[dict[str, Any]]) -> None:
@@ -535,7 +616,9 @@ def _write_database(path: Path, records: list[dict[str, Any]]) -> None:
         db.execute(STORE_INDEX)
         db.execute(f"PRAGMA user_version = {STORE_VERSION}")
         db.commit()
+    except sqlite3.Error as exc:
+        # As the OSError a full disk gives any other writer, so that durable.replacing reports it.
+        full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        raise OSError(errno.ENOSPC if full else errno.EIO, f"SQLite: {exc}") from None
     finally:
         db.close()
-
-

@@ -142,6 +142,7 @@ def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path,
     from orchestrator.catalog import load_catalog
     from orchestrator.lab import load_lab
     from orchestrator.persona import compile_plan, load_personas
+    from orchestrator.safe_text import for_terminal
     from orchestrator.validate import check_lab_bindings
 
     catalog = load_catalog(catalog_dir)
@@ -150,13 +151,13 @@ def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path,
     check_lab_bindings(lab, lab_path, loaded)
     if dry_run:
         for item in loaded:
-            click.echo(f"# {item.persona.name} on {item.persona.echo} ({item.path})")
+            click.echo(for_terminal(f"# {item.persona.name} on {item.persona.echo} ({item.path})"))
             for step in compile_plan(item.persona, catalog):
                 if step.kind == "pause":
                     words = f"(pause {step.pause_seconds:g} s)"
                 else:
                     words = step.spoken(item.persona.wake.word)
-                click.echo(f"{step.index + 1:>3}  {step.kind:<8} {words}")
+                click.echo(f"{step.index + 1:>3}  {step.kind:<8} {for_terminal(words)}")
         return
     if resume_run is not None and len(loaded) != 1:
         raise InputError("--resume continues one run: give exactly one persona file")
@@ -213,10 +214,11 @@ def query(sql: str, db: Path, fmt: str) -> None:
     orchestrator query "SELECT * FROM runs" --format csv > runs.csv
     """
     from orchestrator.query import QueryError, run_query, write_rows
+    from orchestrator.safe_text import for_output
 
     try:
         columns, rows = run_query(db, sql)
-        write_rows(sys.stdout, columns, rows, fmt)
+        write_rows(sys.stdout, *for_output(columns, rows, fmt), fmt)  # type: ignore[arg-type]
     except QueryError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -1,20 +1,25 @@
 """The analysts' commands: `orchestrator report`, `orchestrator export` and `orchestrator browse`.
 
 Like the rest of the command line: data on stdout, messages on stderr, errors as `Error: …` with
-a non-zero exit code. All three only read the log.
+a non-zero exit code (2 for a file that must not be written: a device, a FIFO, a symbolic link, a
+folder that does not exist). All three only read the log.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from orchestrator.cli_options import CONTEXT_SETTINGS, db_option
+from orchestrator.cli_options import CONTEXT_SETTINGS, InputError, db_option
+from orchestrator.durable import OutputError, OutputRefused
 from orchestrator.export import EXPORT_FORMATS
 from orchestrator.query import FORMATS, QueryError
 from orchestrator.reports import REPORTS, Filters, ReportError, check_date
+from orchestrator.safe_text import for_output
 
 
 def _night_date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -28,6 +33,17 @@ def _night_date(_ctx: click.Context, _param: click.Parameter, value: str | None)
 
 def _info(message: str) -> None:
     click.echo(message, err=True)
+
+
+@contextmanager
+def _reported_errors() -> Iterator[None]:
+    """The log's and the output file's errors as `Error: …`, without a traceback."""
+    try:
+        yield
+    except OutputRefused as exc:
+        raise InputError(str(exc)) from None
+    except (QueryError, OutputError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # -- report -----------------------------------------------------------------------------------------
@@ -70,12 +86,10 @@ def report(name: str, db: Path, night: str | None, since: str | None, persona: s
     if html_path is not None:
         _night_page(name, db, night, since, persona, html_path)
         return
-    try:
+    with _reported_errors():
         columns, rows = run_report(db, name, Filters(night=night, since=since, persona=persona, grep=grep))
         with rows:
-            write_rows(sys.stdout, columns, rows, fmt)  # type: ignore[arg-type]
-    except QueryError as exc:
-        raise click.ClickException(str(exc)) from None
+            write_rows(sys.stdout, *for_output(columns, rows, fmt), fmt)  # type: ignore[arg-type]
 
 
 def _night_page(name: str, db: Path, night: str | None, since: str | None, persona: str | None,
@@ -86,10 +100,8 @@ def _night_page(name: str, db: Path, night: str | None, since: str | None, perso
         raise click.UsageError("--html makes the page of a night: orchestrator report night --html FILE")
     if since is not None:
         raise click.UsageError("the page shows one night: pick it with --night, not --since")
-    try:
+    with _reported_errors():
         data = write_night_page(db, out, night, persona)
-    except QueryError as exc:
-        raise click.ClickException(str(exc)) from None
     if data is None:
         raise click.ClickException(f"no runs in {db} yet: nothing to show")
     _info(f"night {data.night}: {len(data.runs)} runs, {len(data.steps)} steps -> {out}")
@@ -108,7 +120,10 @@ def _night_page(name: str, db: Path, night: str | None, since: str | None, perso
 def export(name: str, db: Path, fmt: str | None, out: Path) -> None:
     """Export a whole table or view of the log, streaming, with flat memory.
 
-    The file appears only when the export is complete. Parquet needs pyarrow
+    The file appears only when the export is complete; a full disk leaves an earlier file as it was.
+    A device, a FIFO or a symbolic link at --out, or a folder that does not exist, is refused (exit 2).
+    CSV cells that a spreadsheet would run as a formula (starting with = + - @, a tab or a carriage
+    return) get a leading '. Parquet needs pyarrow
     (pip install 'echo-orchestrator[parquet]'); it gets one row group per 100,000 rows.
 
     \b
@@ -118,11 +133,9 @@ def export(name: str, db: Path, fmt: str | None, out: Path) -> None:
     from orchestrator.export import export as export_relation
     from orchestrator.export import format_for
 
-    try:
+    with _reported_errors():
         chosen = format_for(out, fmt)
         count = export_relation(db, name, out, chosen)
-    except QueryError as exc:
-        raise click.ClickException(str(exc)) from None
     _info(f"exported {count} rows of {name} to {'stdout' if str(out) == '-' else out} ({chosen})")
 
 

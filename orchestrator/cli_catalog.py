@@ -1,7 +1,8 @@
 """`orchestrator catalog`: import crawls of the skill store into the catalog, and list what it holds.
 
-Listings go to stdout; the import's report goes to stderr. Exit code 2 for a file that cannot be
-imported or an import refused for its rejected rows (nothing is written then).
+Listings go to stdout; the import's report goes to stderr, with anything from the crawl escaped for
+the terminal. Exit code 2 for a file that cannot be imported or an import refused for its rejected
+rows (nothing is written then); 1 when another import holds the catalog or the disk is full.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import click
 
 from orchestrator import settings
 from orchestrator.cli_options import CONTEXT_SETTINGS, InputError, reports_errors
+from orchestrator.safe_text import for_output, for_terminal
 
 if TYPE_CHECKING:
     from orchestrator.catalog_import import ImportResult
@@ -98,13 +100,15 @@ def import_(file: Path, catalog_dir: Path, fmt: str, mappings: list[tuple[str, s
     values, the others keep the stored ones. An id that a curated YAML file has is skipped (the
     curated record wins) and reported. Each rejected row is reported with its number (a spreadsheet's
     row for CSV, with the header as row 1; the line for JSON Lines; the item, from 1, of a JSON
-    array), the field and the reason. The store is replaced whole or not at all.
+    array), the field and the reason. The store is replaced whole or not at all. One import runs at a
+    time: another one waits up to 10 s for it, then gives up (exit code 1).
 
     \b
     orchestrator catalog import crawl.csv --dry-run
     orchestrator catalog import crawl.csv --map store_category=Category --map category= --category dating
     """
-    from orchestrator.catalog_import import ImportOptions, TooManyRejected, import_crawl
+    from orchestrator.catalog_import import ImportBusy, ImportOptions, TooManyRejected, import_crawl
+    from orchestrator.durable import OutputError, OutputRefused
 
     options = ImportOptions(mappings=mappings, category=category, source=source, fmt=None if fmt == "auto" else fmt,
                             max_rejected=max_rejected, dry_run=dry_run)
@@ -113,6 +117,10 @@ def import_(file: Path, catalog_dir: Path, fmt: str, mappings: list[tuple[str, s
     except TooManyRejected as exc:
         _report(exc.result, verbose)
         raise InputError(str(exc)) from None
+    except OutputRefused as exc:
+        raise InputError(str(exc)) from None
+    except (ImportBusy, OutputError) as exc:
+        raise click.ClickException(str(exc)) from None
     _report(result, verbose)
     if dry_run:
         click.echo("dry run: nothing written", err=True)
@@ -121,7 +129,9 @@ def import_(file: Path, catalog_dir: Path, fmt: str, mappings: list[tuple[str, s
 
 
 def _report(result: ImportResult, verbose: bool) -> None:
-    echo = lambda text: click.echo(text, err=True)  # noqa: E731
+    echo = lambda text: click.echo(for_terminal(text), err=True)  # noqa: E731
+    for stale in result.removed:
+        echo(f"{stale}: removed, the temporary store of an earlier import that did not finish")
     echo(f"{result.path}: {result.rows} row(s): {result.added} added, {result.updated} updated, "
          f"{result.unchanged} unchanged, {len(result.curated)} kept curated, {result.rejected} rejected")
     echo("  columns: " + ", ".join(f"{name} <- {' + '.join(map(repr, columns))}"
@@ -162,4 +172,4 @@ def list_(catalog_dir: Path, category: str | None, fmt: OutputFormat) -> None:
         for c in ([category] if category else categories)
         for s in skills.in_category(c)
     )
-    write_rows(sys.stdout, LIST_COLUMNS, rows, fmt)
+    write_rows(sys.stdout, *for_output(LIST_COLUMNS, rows, fmt), fmt)

@@ -1,21 +1,45 @@
 """Reading the operator's YAML files, with errors that name the file, the line and the field.
 
-Every configuration file (lab, personas, catalog) is parsed with PyYAML's composer, which keeps the
-line of each node, and validated with a pydantic model. Validation errors are mapped back to the
-line of the offending field, and all of them are reported at once.
+Every configuration file (lab, personas, catalog, reply rules) is parsed with PyYAML's composer,
+which keeps the line of each node, and validated with a pydantic model. Validation errors are
+mapped back to the line of the offending field, and all of them are reported at once.
+
+A configuration file is read within bounds, so a wrong or hostile file is an error and never a
+hung or exhausted machine: only a regular file (not a FIFO or a device), at most MAX_CONFIG_BYTES,
+nested at most MAX_DEPTH deep, with at most MAX_NODES values and no aliases (`*name`; the project's
+files use none, and an alias can expand a small file into gigabytes). `read_limited` is the one
+reader of input files; the catalog import reads crawls through it too.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
+
+from orchestrator.durable import file_kind
+from orchestrator.safe_text import check_clean, for_terminal
 
 Model = TypeVar("Model", bound=BaseModel)
 Loc = tuple[str | int, ...]
+
+#: Bytes a configuration file may hold; the curated catalog's largest file has 8 kB.
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Levels of nesting, the innermost value counted; the project's files have at most 7.
+MAX_DEPTH = 32
+#: Values (scalars, lists, mappings) in one file; a catalog file of 40 skills has about 300.
+MAX_NODES = 100_000
+#: Characters of an integer: longer ones cost quadratic time to convert (sexagesimal `1:2:3:...`),
+#: and Python refuses to convert decimal ones of more than 4300 digits anyway.
+MAX_INTEGER_CHARS = 4300
+
+#: A field whose words are spoken to an Echo or printed: no control, bidi or zero-width characters.
+CleanText = Annotated[str, AfterValidator(check_clean)]
 
 
 @dataclass(frozen=True)
@@ -26,8 +50,10 @@ class Issue:
     message: str
 
     def __str__(self) -> str:
+        # Printed to the operator's terminal, and a message may quote the file's text.
         where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        text = f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return for_terminal(text)
 
 
 class ConfigError(ValueError):
@@ -63,16 +89,129 @@ def format_loc(loc: Loc) -> str:
     return text
 
 
+class UnreadableFile(ValueError):
+    """An input file that is not read at all: missing, not a regular file, too large."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def read_limited(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes.
+
+    A FIFO would block the reader forever and a device (/dev/zero) never ends: both are refused
+    before they are opened, and the open does not block should the path change in between.
+    """
+    try:
+        _check_regular(path, os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UnreadableFile(path, "file not found") from None
+    except OSError as exc:
+        raise UnreadableFile(path, f"cannot read: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as handle:
+        _check_regular(path, os.fstat(fd).st_mode)
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise UnreadableFile(path, f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise UnreadableFile(path, f"larger than {format_size(limit)}, the most this file may hold")
+    return data
+
+
+def _check_regular(path: Path, mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    raise UnreadableFile(path, f"not a regular file ({file_kind(mode)}); give the path of a file")
+
+
+def format_size(size: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} bytes"
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """YAML that parses, but is more than a configuration file may hold."""
+
+    def __init__(self, problem: str, mark: yaml.Mark) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases and bounding depth, size and integers.
+
+    The composer recurses once per level of nesting, so depth is checked before Python's own
+    recursion limit could be reached.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(f"aliases (*{event.anchor}) are not allowed in configuration files; write the value out",
+                           event.start_mark)
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Refused(f"more than {MAX_NODES} values in one file", event.start_mark)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _Refused(f"nested more than {MAX_DEPTH} deep", event.start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # A value the constructors cannot convert (an integer too long for int(), a 13th month)
+        # raises ValueError without a line; the node knows its line.
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read the value: {exc}",
+                                                    node.start_mark) from None
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        if len(node.value) > MAX_INTEGER_CHARS:
+            raise _Refused(f"an integer of {len(node.value)} characters; at most {MAX_INTEGER_CHARS}",
+                           node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+
+
+def parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree (with lines) and the data of one YAML document, within the bounds above."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
+
+
 def read_document(path: Path) -> Document:
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([Issue(path, None, "", "file not found")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([Issue(path, None, "", f"cannot read: {exc}")]) from None
+        raw = read_limited(path, MAX_CONFIG_BYTES)
+    except UnreadableFile as exc:
+        raise ConfigError([Issue(path, None, "", exc.reason)]) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([Issue(path, line, "", f"cannot read: not UTF-8 text ({exc.reason} at byte {exc.start})")
+                           ]) from None
+    try:
+        node, data = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError([_yaml_issue(path, exc)]) from None
     lines: dict[Loc, int] = {}
@@ -93,7 +232,7 @@ def _yaml_issue(path: Path, exc: yaml.YAMLError) -> Issue:
     mark = mark or getattr(exc, "problem_mark", None)
     line = mark.line + 1 if mark is not None else None
     detail = f"{context}: {problem}" if context else problem
-    return Issue(path, line, "", f"not valid YAML: {detail}")
+    return Issue(path, line, "", detail if isinstance(exc, _Refused) else f"not valid YAML: {detail}")
 
 
 def _collect_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int], path: Path, issues: list[Issue]) -> None:

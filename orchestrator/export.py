@@ -2,9 +2,14 @@
 
 Rows are read from one read-only cursor and written as they come (Parquet: turned into Arrow
 arrays 10,000 at a time, one row group per 100,000 rows), so memory stays flat however many
-millions of rows the log holds. The output is written
-to ``FILE.part`` and renamed into place at the end: an interrupted export leaves no file that
-looks complete.
+millions of rows the log holds. The output is written to a temporary file beside ``FILE`` and
+renamed over it at the end (:mod:`orchestrator.durable`): an interrupted export, or one that
+fills the disk, leaves no file that looks complete and any earlier ``FILE`` as it was. A device,
+a FIFO or a symbolic link at ``FILE``, or a folder that does not exist, is refused.
+
+CSV output is for spreadsheets, which run a cell starting with ``=``, ``+``, ``-``, ``@``, a tab
+or a carriage return as a formula: such text cells (and column names) get a leading ``'``
+(:func:`orchestrator.safe_text.csv_cell`). JSON lines and Parquet keep every value as it is.
 
 Parquet needs pyarrow, an optional dependency (``pip install 'echo-orchestrator[parquet]'``).
 Column types come from the declared SQLite types (INTEGER, FLOAT, BOOLEAN, TEXT); view columns
@@ -14,15 +19,15 @@ Timestamps stay ISO-8601 text, exactly as the log stores them.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from orchestrator.durable import replacing_file
 from orchestrator.query import QueryError, connect_read_only, run_query, write_csv, write_jsonl
+from orchestrator.safe_text import csv_columns, csv_rows
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -82,23 +87,6 @@ def _select_all(name: str) -> str:
     return f'SELECT * FROM "{quoted}"'
 
 
-@contextmanager
-def _replaced_atomically(out: Path, binary: bool) -> Iterator[IO[Any]]:
-    """A file at ``out.part`` that replaces ``out`` only if the block completes."""
-    part = out.with_name(out.name + ".part")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # newline="": the csv module writes its own line endings.
-    options: dict[str, Any] = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8", "newline": ""}
-    try:
-        with open(part, **options) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(part, out)
-    finally:
-        part.unlink(missing_ok=True)
-
-
 def export(
     db_path: Path | str, name: str, out: Path | str, fmt: ExportFormat, *,
     row_group_rows: int = ROW_GROUP_ROWS, read_rows: int = READ_ROWS,
@@ -114,13 +102,14 @@ def export(
         return _export_parquet(db_path, name, Path(out), row_group_rows, read_rows)
     columns, rows = run_query(db_path, _select_all(name))
     counted = _Counter(rows)
+    header, cells = (csv_columns(columns), csv_rows(counted)) if fmt == "csv" else (columns, counted)
     writer = write_csv if fmt == "csv" else write_jsonl
     with rows:
         if str(out) == "-":
-            writer(sys.stdout, columns, counted)
+            writer(sys.stdout, header, cells)
         else:
-            with _replaced_atomically(Path(out), binary=False) as handle:
-                writer(handle, columns, counted)
+            with replacing_file(Path(out)) as handle:
+                writer(handle, header, cells)
     return counted.count
 
 
@@ -224,7 +213,7 @@ def _export_parquet(db_path: Path | str, name: str, out: Path, row_group_rows: i
     declared = declared_types(db_path, name)
     columns, rows = run_query(db_path, _select_all(name))
     written = 0
-    with rows, _replaced_atomically(out, binary=True) as handle:
+    with rows, replacing_file(out, binary=True) as handle:
         batch = list(islice(rows, min(read_rows, row_group_rows)))
         schema = _schema(pa, columns, declared, batch)
         with pa.parquet.ParquetWriter(handle, schema, compression="zstd") as writer:

