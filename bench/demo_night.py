@@ -85,8 +85,8 @@ def cut_short(rows: list[sqlite3.Row], lab_dir: Path) -> list[dict[str, object]]
     """Replies the runner recorded as shorter than what the simulated Echo said."""
     cut = []
     for echo in sorted({r["echo"] for r in rows}):
-        truth = read_truth(lab_dir / f"{echo}.truth.jsonl")
-        mine = [r for r in rows if r["echo"] == echo]
+        truth = read_truth(truth_path(lab_dir, echo))
+        mine = [r for r in rows if r["echo"] == echo and r["status"] != "skipped"]  # a skipped step is not said
         for said, row in zip(truth, mine, strict=False):
             if row["status"] == "ok" and row["response_seconds"] < said.duration - CUT_TOLERANCE:
                 cut.append({"echo": echo, "step": row["step_index"], "said": said.duration,
