@@ -49,7 +49,8 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 #: Exceptions that mean the operator's input cannot be used (exit 2), and faults of the rig (exit 1).
 BAD_INPUT_ERRORS = (("orchestrator.asr.engine", "ModelError"), ("orchestrator.speech", "SynthesisError"),
                     ("orchestrator.catalog_import", "CrawlError"))
-FAULT_ERRORS = (("orchestrator.sound", "DeviceError"), ("orchestrator.sim.lab", "LabError"))
+FAULT_ERRORS = (("orchestrator.sound", "DeviceError"), ("orchestrator.sim.lab", "LabError"),
+                ("orchestrator.night", "NotEnoughSpace"), ("orchestrator.durable", "DiskFull"))
 
 
 def _loaded(names: tuple[tuple[str, str], ...]) -> tuple[type, ...]:

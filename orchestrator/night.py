@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import queue
 import secrets
+import shutil
 import signal
 import tempfile
 import threading
@@ -28,20 +29,24 @@ from sqlalchemy.engine import Engine
 
 from orchestrator import log, settings
 from orchestrator.asr import SpeechModel, TranscriptionServer
+from orchestrator.audio import MIC_FORMAT
 from orchestrator.catalog import Catalog
 from orchestrator.lab import LabConfig
 from orchestrator.lab_hooks import hooks_for
-from orchestrator.persona import LoadedPersona
+from orchestrator.persona import LoadedPersona, compile_plan
 from orchestrator.processes import die_with_parent, name_this_process
 from orchestrator.progress import Progress
 from orchestrator.rig_check import Verdict, self_test
 from orchestrator.run import (
+    STEP_RETRIES,
     PersonaRun,
     RunControls,
     RunRequest,
     RunSummary,
     StepEvent,
     account_for_audio,
+    endpoint_for,
+    longest_recording,
     register,
 )
 from orchestrator.sound import DeviceError, check_devices, redirect_native_stderr
@@ -356,6 +361,7 @@ def run_personas(personas: list[LoadedPersona], catalog: Catalog, lab: LabConfig
     instead of starting a new one (unless `resume` is false).
     """
     hooks_for(lab.virtual_lab).in_process(None, "persona")
+    check_free_space(personas, catalog, lab, db, audio_dir)
     check_rig(lab, personas)
     engine = log.open_log(db)
     since = datetime.now(UTC) - RESUME_WINDOW
@@ -367,6 +373,41 @@ def run_personas(personas: list[LoadedPersona], catalog: Catalog, lab: LabConfig
     with Night(model, work_dir or settings.data_dir() / "run", on_event=progress or (lambda _event: None),
                on_phase=progress.phase if progress else lambda _m: None) as night:
         return night.run(requests)
+
+
+class NotEnoughSpace(RuntimeError):
+    """The night's recordings would not fit on the disk: nothing was started."""
+
+
+#: Kept free beyond a night's recordings: the log's growth, the speech caches, the rest of the system.
+SPACE_RESERVE = 256 * 2**20
+
+
+def night_audio_bytes(personas: list[LoadedPersona], catalog: Catalog, lab: LabConfig) -> int:
+    """The most a night's recordings can take: every step recorded to its longest, and retried once."""
+    seconds = sum(longest_recording(endpoint_for(step, lab.endpointing))
+                  for loaded in personas for step in compile_plan(loaded.persona, catalog) if step.kind != "pause")
+    return MIC_FORMAT.nbytes(seconds) * (STEP_RETRIES + 1)
+
+
+def check_free_space(personas: list[LoadedPersona], catalog: Catalog, lab: LabConfig, db: Path,
+                     audio_dir: Path) -> None:
+    """Refuse to start a night whose recordings could fill the disk: a full disk mid-night costs the rest of it."""
+    need = night_audio_bytes(personas, catalog, lab) + SPACE_RESERVE
+    for folder in {_existing(audio_dir), _existing(db.parent)}:
+        free = shutil.disk_usage(folder).free
+        if free < need:
+            raise NotEnoughSpace(
+                f"{folder} has {free / 2**20:.0f} MB free; tonight's recordings may take up to "
+                f"{(need - SPACE_RESERVE) / 2**20:.0f} MB, plus {SPACE_RESERVE // 2**20} MB kept free: "
+                "free some space or point --audio-dir and --db elsewhere; nothing was started")
+
+
+def _existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
 
 
 def check_rig(lab: LabConfig, personas: list[LoadedPersona]) -> None:

@@ -34,7 +34,8 @@ from orchestrator import log, settings
 from orchestrator.asr import SpeechModel, Transcript, TranscriptionClient, TranscriptionError
 from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat, read_wav, silence, write_wav_atomic
 from orchestrator.catalog import Catalog
-from orchestrator.lab import EchoConfig, LabConfig
+from orchestrator.durable import DiskFull
+from orchestrator.lab import EchoConfig, Endpointing, LabConfig
 from orchestrator.lab_hooks import LabHooks, hooks_for
 from orchestrator.persona import LoadedPersona, PlannedStep, compile_plan
 from orchestrator.reaction import PlanReaction
@@ -344,6 +345,10 @@ class PersonaRun:
                 summary.count("error", 0.0)
                 self._fail(summary, f"device failed at step {step.index}: {exc}")
                 return
+            except DiskFull as exc:  # every next step would fail alike: stop with what is recorded
+                summary.count("error", 0.0)
+                self._fail(summary, f"disk full at step {step.index}: {exc}")
+                return
             self.budget = self.budget + 1 if status == "error" else 0
             if self.budget >= FAILURE_BUDGET:
                 self._fail(summary, f"failure budget spent: {self.budget} steps in a row ended in error "
@@ -365,9 +370,8 @@ class PersonaRun:
 
     def _longest(self, step: PlannedStep, prompts: dict[int, Prompt]) -> float:
         """The most a step may take before the night's watchdog calls the worker stuck."""
-        cfg = self._endpoint(step)
         prompt = prompts[step.index].clip.duration if step.index in prompts else 0.0
-        one_attempt = prompt + cfg.no_answer_timeout + cfg.max_reply + cfg.hangover + TRANSCRIPT_TIMEOUT
+        one_attempt = prompt + longest_recording(self._endpoint(step)) + TRANSCRIPT_TIMEOUT
         return step.delay + (step.pause_seconds or 0.0) + (STEP_RETRIES + 1) * one_attempt + STEP_SLACK_SECONDS
 
     def _skip(self, step: PlannedStep, prompt: Prompt, summary: RunSummary, reason: str) -> None:
@@ -391,7 +395,11 @@ class PersonaRun:
         except Exception as exc:  # noqa: BLE001 - a step's failure is recorded, the night goes on
             log.finish_interaction(self.engine, row, "error", error=_describe(exc))
             return "error", 0.0
-        return self._record(row, step, prompt, exchange, run_id)
+        try:
+            return self._record(row, step, prompt, exchange, run_id)
+        except DiskFull as exc:
+            log.finish_interaction(self.engine, row, "error", error=f"the recording was not stored: {exc}")
+            raise
 
     def _record(self, row: int, step: PlannedStep, prompt: Prompt, ex: Exchange, run_id: int) -> tuple[str, float]:
         attempt = self.attempts.get(step.index, 0)
@@ -411,13 +419,7 @@ class PersonaRun:
         return status, MIC_FORMAT.seconds(len(ex.recorded))
 
     def _endpoint(self, step: PlannedStep) -> EndpointConfig:
-        endpointing = self.request.lab.endpointing
-        if step.listen_seconds is not None:
-            return endpointing.config(max_reply=step.listen_seconds + 1, hangover=step.listen_seconds + 1,
-                                      no_answer_timeout=step.listen_seconds + 1)
-        if step.kind in QUIET_KINDS:
-            return endpointing.config(no_answer_timeout=QUIET_KINDS[step.kind])
-        return endpointing.config()
+        return endpoint_for(step, self.request.lab.endpointing)
 
     def _start_run(self, engine_info: dict[str, Any]) -> int:
         request = self.request
@@ -452,6 +454,21 @@ class PersonaRun:
     def _emit(self, step: PlannedStep, status: str, seconds: float, text: str, deadline: float | None = None) -> None:
         self.on_event(StepEvent(self.persona.name, self.echo.name, step.index, len(self.steps), step.kind,
                                 status, text, seconds, deadline))
+
+
+def endpoint_for(step: PlannedStep, endpointing: Endpointing) -> EndpointConfig:
+    """How the reply to `step` is listened for: a listen step records for its time, "stop" waits less."""
+    if step.listen_seconds is not None:
+        return endpointing.config(max_reply=step.listen_seconds + 1, hangover=step.listen_seconds + 1,
+                                  no_answer_timeout=step.listen_seconds + 1)
+    if step.kind in QUIET_KINDS:
+        return endpointing.config(no_answer_timeout=QUIET_KINDS[step.kind])
+    return endpointing.config()
+
+
+def longest_recording(cfg: EndpointConfig) -> float:
+    """The most a step's recording can last: waiting for the reply, the longest reply, its hangover."""
+    return cfg.no_answer_timeout + cfg.max_reply + cfg.hangover
 
 
 def _exchange_fields(prompt: Prompt, ex: Exchange) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -9,9 +11,11 @@ import pytest
 
 from orchestrator import log
 from orchestrator.asr import SpeechModel
-from orchestrator.audio import AudioFormat, silence
+from orchestrator.audio import MIC_FORMAT, AudioFormat, silence
 from orchestrator.catalog import load_catalog
+from orchestrator.durable import DiskFull
 from orchestrator.lab import EchoConfig, LabConfig
+from orchestrator.night import NotEnoughSpace, check_free_space, night_audio_bytes
 from orchestrator.persona import load_persona
 from orchestrator.run import FAILURE_BUDGET, STEP_RETRIES, PersonaRun, Prompt, RunRequest, RunSummary
 
@@ -143,3 +147,36 @@ def test_a_stop_request_ends_the_run_as_interrupted(make_run, tmp_path):
     assert summary.status == "interrupted" and summary.ok == 1
     db = sqlite3.connect(tmp_path / "log.sqlite")
     assert db.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
+
+
+def test_a_full_disk_ends_the_run_with_the_step_it_hit(make_run, tmp_path):
+    run = make_run("  - ask: what time is it\n  - ask: how tall is mount everest\n")
+
+    class Rig:
+        def exchange(self, *_args):
+            return object()
+
+    def record(*_args):
+        raise DiskFull(tmp_path / "reply.wav", "disk full", errno.ENOSPC)
+
+    run._record = record
+    summary = _start(run)
+    run._steps(Rig(), _prompts(run), summary)
+    assert summary.status == "failed" and summary.error.startswith("disk full at step 0")
+    assert (summary.steps, summary.errors) == (1, 1)
+    db = sqlite3.connect(tmp_path / "log.sqlite")
+    assert db.execute("SELECT step_index, status, error FROM interactions").fetchall() == [
+        (0, "error", f"the recording was not stored: {tmp_path / 'reply.wav'}: disk full")]
+    assert db.execute("SELECT status, error FROM runs").fetchone() == ("failed", summary.error)
+
+
+def test_a_night_that_would_not_fit_on_the_disk_is_not_started(make_run, tmp_path, monkeypatch):
+    run = make_run("  - ask: what time is it\n" * 10)
+    personas, catalog, lab = [run.request.persona], run.request.catalog, run.request.lab
+    need = night_audio_bytes(personas, catalog, lab)
+    assert need == MIC_FORMAT.nbytes(10 * (8.0 + 30.0 + 0.7)) * 2  # ten steps, each at its longest, retried once
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: shutil._ntuple_diskusage(10**12, 10**12, 100 * 2**20))
+    with pytest.raises(NotEnoughSpace, match=r"has 100 MB free; tonight's recordings may take up to 24 MB"):
+        check_free_space(personas, catalog, lab, tmp_path / "log.sqlite", tmp_path / "audio")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: shutil._ntuple_diskusage(10**12, 10**12, 10**9))
+    check_free_space(personas, catalog, lab, tmp_path / "log.sqlite", tmp_path / "audio")
