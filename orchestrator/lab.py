@@ -100,13 +100,22 @@ class LabConfig(Strict):
 def load_lab(path: Path) -> LabConfig:
     document = config_files.read_document(path)
     lab = config_files.validate(document, LabConfig)
-    first: dict[str, int] = {}
     issues = []
-    for index, echo in enumerate(lab.echos):
-        if echo.name in first:
-            issues.append(document.issue(("echos", index, "name"),
-                                         f"Echo name {echo.name!r} is used twice (also echos[{first[echo.name]}])"))
-        first.setdefault(echo.name, index)
+    for field, what in (("name", "Echo name"), ("speaker", "speaker"), ("microphone", "microphone")):
+        issues += _used_twice(document, lab, field, what)
     if issues:
         raise config_files.ConfigError(issues)
     return lab
+
+
+def _used_twice(document: config_files.Document, lab: LabConfig, field: str, what: str) -> list[config_files.Issue]:
+    """An Echo's name, speaker or microphone that another Echo has too: one device cannot serve two rooms."""
+    first: dict[str, int] = {}
+    issues = []
+    for index, echo in enumerate(lab.echos):
+        value = getattr(echo, field)
+        if value in first:
+            issues.append(document.issue(("echos", index, field),
+                                         f"{what} {value!r} is used twice (also echos[{first[value]}])"))
+        first.setdefault(value, index)
+    return issues

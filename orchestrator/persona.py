@@ -418,12 +418,18 @@ def load_personas(paths: list[Path], catalog: Catalog) -> list[LoadedPersona]:
 
 
 def _echo_conflicts(loaded: list[LoadedPersona]) -> list[Issue]:
-    owners: dict[str, LoadedPersona] = {}
+    """Two personas on one Echo, or two files with one persona name (the log would merge their runs)."""
+    echos: dict[str, LoadedPersona] = {}
+    names: dict[str, LoadedPersona] = {}
     issues = []
     for item in loaded:
-        other = owners.setdefault(item.persona.echo, item)
+        other = echos.setdefault(item.persona.echo, item)
         if other is not item:
             issues.append(item.document.issue(
                 ("echo",), f"Echo {item.persona.echo!r} already belongs to persona {other.persona.name!r} "
                            f"({other.path})"))
+        namesake = names.setdefault(item.persona.name, item)
+        if namesake is not item:
+            issues.append(item.document.issue(
+                ("name",), f"persona name {item.persona.name!r} is also the name in {namesake.path}"))
     return issues

@@ -246,6 +246,14 @@ def test_unknown_skill_ids_are_reported_for_every_kind_of_step(tmp_path, catalog
     assert [i.message for i in issues] == [f"unknown skill 'NOPE{n}' (not in the catalog)" for n in range(1, 5)]
 
 
+def test_two_persona_files_with_one_name(tmp_path, catalog):
+    first = write(tmp_path, "a.yaml", "name: same\ncontrol: true\necho: echo1\n")
+    second = write(tmp_path, "b.yaml", "control: true\nname: same\necho: echo2\n")
+    issue = only_issue(load_personas, [first, second], catalog)
+    assert (issue.file, issue.line, issue.field) == (second, line_of(second, "name:"), "name")
+    assert issue.message == f"persona name 'same' is also the name in {first}"
+
+
 def test_two_personas_owning_one_echo_name_both_files(tmp_path, catalog):
     first = write(tmp_path, "a.yaml", "name: first\ncontrol: true\necho: echo1\n")
     second = write(tmp_path, "b.yaml", "name: second\ncontrol: true\nseed: 3\necho: echo1\n")
@@ -428,6 +436,16 @@ endpointing:
         (line_of(path, "hangover:"), "endpointing.hangover"),
         (line_of(path, "aggressiveness:"), "endpointing.aggressiveness"),
     ]
+
+
+@pytest.mark.parametrize("field, what", [("microphone", "microphone"), ("speaker", "speaker")])
+def test_lab_echos_sharing_a_device(tmp_path, field, what):
+    shared = {"microphone": ("mic2", '"Blue Yeti"'), "speaker": ("spk2", '"USB Audio Device"')}[field]
+    path = write(tmp_path, "lab.yaml", LAB.replace(f"{field}: {shared[0]}", f"{field}: {shared[1]}"))
+    issue = only_issue(load_lab, path)
+    assert (issue.file, issue.field) == (path, f"echos[1].{field}")
+    assert issue.line == line_of(path, f"{field}:", 2)
+    assert issue.message == f"{what} {shared[1].strip(chr(34))!r} is used twice (also echos[0])"
 
 
 def test_lab_duplicate_echo_names(tmp_path):
