@@ -41,6 +41,7 @@ class LazyGroup(click.Group):
         "schedule": "orchestrator.cli_schedule:schedule_group",
         "status": "orchestrator.cli_schedule:status",
         "catalog": "orchestrator.cli_catalog:catalog",
+        "query": "orchestrator.cli_analysis:query",
         "report": "orchestrator.cli_analysis:report",
         "export": "orchestrator.cli_analysis:export",
         "browse": "orchestrator.cli_analysis:browse",
@@ -194,33 +195,6 @@ def validate(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path) -> N
     paths = list(personas) or sorted((settings.project_home() / "persona_scripts").rglob("*.yaml"))
     report = validate_all(lab_path, catalog_dir, paths)
     click.echo(report)
-
-
-# -- query ------------------------------------------------------------------------------------------
-
-
-@main.command()
-@click.argument("sql")
-@db_option
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "jsonl"]), default="table",
-              show_default=True, help="Output format.")
-def query(sql: str, db: Path, fmt: str) -> None:
-    """Run a read-only SQL query against the interaction log.
-
-    The database is opened read-only and every statement that could write is refused.
-
-    \b
-    orchestrator query "SELECT status, count(*) FROM interactions GROUP BY status"
-    orchestrator query "SELECT * FROM runs" --format csv > runs.csv
-    """
-    from orchestrator.query import QueryError, run_query, write_rows
-    from orchestrator.safe_text import for_output
-
-    try:
-        columns, rows = run_query(db, sql)
-        write_rows(sys.stdout, *for_output(columns, rows, fmt), fmt)  # type: ignore[arg-type]
-    except QueryError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 # -- models -----------------------------------------------------------------------------------------

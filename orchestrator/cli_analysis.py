@@ -1,12 +1,13 @@
-"""The analysts' commands: `orchestrator report`, `orchestrator export` and `orchestrator browse`.
+"""The analysts' commands: `orchestrator query`, `report`, `export` and `browse`.
 
 Like the rest of the command line: data on stdout, messages on stderr, errors as `Error: …` with
 a non-zero exit code (2 for a file that must not be written: a device, a FIFO, a symbolic link, a
-folder that does not exist). All three only read the log.
+folder that does not exist). All four only read the log.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ import click
 from orchestrator.cli_options import CONTEXT_SETTINGS, InputError, db_option
 from orchestrator.durable import OutputError, OutputRefused
 from orchestrator.export import EXPORT_FORMATS
-from orchestrator.query import FORMATS, QueryError
+from orchestrator.query import DEFAULT_TIMEOUT_S, FORMATS, QueryError
 from orchestrator.reports import REPORTS, Filters, ReportError, check_date
 from orchestrator.safe_text import for_output
 
@@ -44,6 +45,52 @@ def _reported_errors() -> Iterator[None]:
         raise InputError(str(exc)) from None
     except (QueryError, OutputError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+# -- query ------------------------------------------------------------------------------------------
+
+
+class _Interrupted(click.ClickException):
+    exit_code = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("sql")
+@db_option
+@click.option("-p", "--param", "params", type=(str, str), multiple=True, metavar="NAME VALUE",
+              help="A value for the named parameter :NAME in the SQL, as text; repeat for more "
+                   "(-p id 3 -p status ok).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="Output format.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True,
+              metavar="SECONDS", help="Stop the query once SQLite has worked on it this long; 0: no limit.")
+def query(sql: str, db: Path, params: tuple[tuple[str, str], ...], fmt: str, timeout: float) -> None:
+    """Run a read-only SQL query against the interaction log.
+
+    The database is opened read-only and only reading is allowed: SELECT and WITH, the usual
+    functions (json_each and json_tree too) and the PRAGMAs that describe the schema or check the
+    file (table_info, index_list, integrity_check, ...). Ctrl-C stops a running query (exit code 130).
+
+    \b
+    orchestrator query "SELECT status, count(*) FROM interactions GROUP BY status"
+    orchestrator query "SELECT * FROM interactions WHERE run_id = :run" -p run 3
+    orchestrator query "SELECT * FROM runs" --format csv > runs.csv
+    """
+    from orchestrator.query import QueryInterrupted, QueryTimeout, ctrl_c_stops_queries, run_query, write_rows
+
+    named = {name.lstrip(":@$"): value for name, value in params}
+    try:
+        with ctrl_c_stops_queries():
+            columns, rows = run_query(db, sql, named, timeout_s=timeout or None)
+            with rows:
+                write_rows(sys.stdout, *for_output(columns, rows, fmt), fmt)  # type: ignore[arg-type]
+    except QueryInterrupted as exc:
+        raise _Interrupted(str(exc)) from None
+    except QueryTimeout as exc:
+        raise click.ClickException(f"{exc} (--timeout)") from None
+    except QueryError as exc:
+        hint = " (give it with -p NAME VALUE)" if "value for binding parameter" in str(exc) else ""
+        raise click.ClickException(f"{exc}{hint}") from None
 
 
 # -- report -----------------------------------------------------------------------------------------
@@ -142,6 +189,21 @@ def export(name: str, db: Path, fmt: str | None, out: Path) -> None:
 # -- browse -----------------------------------------------------------------------------------------
 
 
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (kill, a service manager) stops browse as Ctrl-C does, so Datasette is stopped and the
+    scratch folder removed; Python's default for SIGTERM is to end at once, cleaning up nothing."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @click.command(context_settings=CONTEXT_SETTINGS)
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -168,7 +230,7 @@ def browse(db: Path, host: str, port: int, live: bool) -> None:
     if not live and (unseen := web.unseen_wal_bytes(db)):
         _info(f"warning: {unseen} bytes of the log are still in its -wal file and are not shown; --live shows them")
     try:
-        with web.datasette_process(db, host=host, port=port, immutable=not live) as process:
+        with _sigterm_as_ctrl_c(), web.datasette_process(db, host=host, port=port, immutable=not live) as process:
             _info(f"serving {db} read-only at {web.url(host, port, db)}; Ctrl-C stops it")
             try:
                 code = process.wait()

@@ -6,7 +6,11 @@
   ``/orchestrator/night_summary`` is the night summary with a form for its filters;
 * every table and view gets the column descriptions of ``docs/log.md``, read from the page at
   every start, so the web view says exactly what the documentation says;
-* the server listens on 127.0.0.1 unless told otherwise: the log holds recordings' transcripts.
+* the server listens on 127.0.0.1 unless told otherwise: the log holds recordings' transcripts;
+* a plugin of the project (:mod:`orchestrator.web_plugin`, loaded through ``--plugins-dir``) gives
+  every connection the SQL allow-list of ``orchestrator query`` and keeps refused queries and
+  missing pages out of the log as tracebacks;
+* Datasette ends with the process that started it, however that one ends.
 
 By default the file is opened *immutable* (``datasette -i``): SQLite then takes no locks and
 never reads the ``-wal`` file, which also works on a read-only mount. Rows the lab wrote since
@@ -22,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import json
+import os
 import re
 import subprocess
 import sys
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.processes import end_with_parent
 from orchestrator.reports import REPORTS
 from orchestrator.settings import project_home
 
@@ -155,11 +161,16 @@ def db_name(db_path: Path) -> str:
     return db_path.stem
 
 
-def datasette_command(db_path: Path, metadata_path: Path, host: str, port: int, immutable: bool) -> list[str]:
+def datasette_command(db_path: Path, metadata_path: Path, plugins_dir: Path, host: str, port: int,
+                      immutable: bool) -> list[str]:
     files = ["--immutable", str(db_path)] if immutable else [str(db_path)]
     settings = [arg for name, value in DATASETTE_SETTINGS.items() for arg in ("--setting", name, value)]
     return [sys.executable, "-m", "datasette", "serve", *files, "--metadata", str(metadata_path),
-            "--host", host, "--port", str(port), *settings]
+            "--plugins-dir", str(plugins_dir), "--host", host, "--port", str(port), *settings]
+
+
+#: The plugins folder's one file: Datasette loads every .py file there; this one brings in the project's.
+PLUGIN_STUB = "from orchestrator.web_plugin import prepare_connection  # noqa: F401\n"
 
 
 def unseen_wal_bytes(db_path: Path) -> int:
@@ -182,7 +193,14 @@ def datasette_process(
         if page is None:
             print("warning: docs/log.md not found: the web view has no column descriptions", file=sys.stderr)
         metadata_path.write_text(json.dumps(metadata(db_name(db_path), page), indent=2), encoding="utf-8")
-        process = subprocess.Popen(datasette_command(db_path.resolve(), metadata_path, host, port, immutable))
+        plugins_dir = Path(scratch) / "plugins"
+        plugins_dir.mkdir()
+        (plugins_dir / "orchestrator_browse.py").write_text(PLUGIN_STUB, encoding="utf-8")
+        command = datasette_command(db_path.resolve(), metadata_path, plugins_dir, host, port, immutable)
+        # Its output is messages (the access log): to file descriptor 2, with its stderr, and unbuffered,
+        # so they show as they come.
+        process = subprocess.Popen(command, stdout=2, preexec_fn=end_with_parent,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             yield process
         finally:

@@ -6,7 +6,12 @@ import csv
 import hashlib
 import io
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -16,7 +21,17 @@ import pytest
 from sqlalchemy import Engine
 
 from orchestrator import log
-from orchestrator.query import FORMATS, QueryError, Rows, connect_read_only, run_query, write_rows
+from orchestrator.query import (
+    FORMATS,
+    QueryError,
+    QueryTimeout,
+    Rows,
+    connect_read_only,
+    run_query,
+    write_rows,
+)
+
+ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
 
 
 @pytest.fixture
@@ -27,7 +42,8 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     device_id = log.upsert_device(engine, name="echo-3")
     run_id = log.start_run(
         engine, persona_id=persona_id, device_id=device_id, audio_dir=tmp_path, config={"a": 1},
-        asr_engine="vosk", asr_model="small", tts_engine="espeak-ng", tts_voice="en-us", tts_rate=170, audio_backend="pulse",
+        asr_engine="vosk", asr_model="small", tts_engine="espeak-ng", tts_voice="en-us", tts_rate=170,
+        audio_backend="pulse",
     )
     for step, (status, transcript) in enumerate(
         [("ok", "Welcome to Style, Inc."), ("no_response", None), ("ok", 'He said "hi", then left')]
@@ -85,8 +101,115 @@ def test_reads_see_the_writers_committed_rows(engine: Engine, db_path: Path, tmp
 def test_introspection_pragmas_are_allowed(db_path: Path) -> None:
     _, rows = run_query(db_path, "PRAGMA table_info(skills)")
     assert [row[1] for row in rows] == ["id", "name", "invocation_name", "category"]
+    _, rows = run_query(db_path, "SELECT name FROM pragma_table_info('skills') ORDER BY cid")
+    assert [row[0] for row in rows] == ["id", "name", "invocation_name", "category"]
     _, rows = run_query(db_path, "PRAGMA index_list(interactions)")
     assert "ix_interactions_status" in {row[1] for row in rows}
+    for check in ("PRAGMA integrity_check", "PRAGMA quick_check"):
+        _, rows = run_query(db_path, check)
+        assert list(rows) == [("ok",)]
+    _, rows = run_query(db_path, "PRAGMA user_version")
+    assert list(rows) == [(0,)]
+
+
+def test_json_table_functions_work(db_path: Path) -> None:
+    _, rows = run_query(db_path, "SELECT key, value FROM json_each('{\"a\": 1, \"b\": [2, 3]}') ORDER BY key")
+    assert list(rows) == [("a", 1), ("b", "[2,3]")]
+    _, rows = run_query(db_path, "SELECT fullkey FROM json_tree('[1, [2]]') WHERE atom IS NOT NULL ORDER BY id")
+    assert list(rows) == [("$[0]",), ("$[1][0]",)]
+    # Over the log's rows too, with the JSON operators.
+    _, rows = run_query(db_path, "SELECT count(*), sum(j.value) FROM interactions i, json_each(json_array(i.id)) j")
+    assert list(rows) == [(3, 6)]
+    _, rows = run_query(db_path, """SELECT '{"a": {"b": 7}}' -> '$.a' ->> 'b'""")
+    assert list(rows) == [(7,)]
+
+
+def test_named_parameters(db_path: Path) -> None:
+    sql = "SELECT step_index FROM interactions WHERE status = :status AND step_index >= :first ORDER BY 1"
+    _, rows = run_query(db_path, sql, {"status": "ok", "first": "1"})
+    assert list(rows) == [(2,)]  # "1" is text, compared with the integer column as a number
+
+
+def test_a_time_limit_counts_the_time_sqlite_works_only(db_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(QueryTimeout, match="query stopped after 0.5 s"):
+        run_query(db_path, ENDLESS, timeout_s=0.5)
+    assert time.monotonic() - started < 5
+    # A reader slower than the limit is not stopped: waiting for it is not the query's time.
+    _, rows = run_query(db_path, "SELECT id FROM interactions ORDER BY id", timeout_s=0.2)
+    with rows:
+        for _ in rows:
+            time.sleep(0.1)
+
+
+def sidecars(db_path: Path) -> set[str]:
+    return {p.name for p in db_path.parent.iterdir() if p.name.startswith(db_path.name + "-")}
+
+
+def test_a_query_on_a_closed_log_leaves_no_wal_or_shm_behind(engine: Engine, db_path: Path) -> None:
+    engine.dispose()  # the writer's last connection closes: SQLite removes its -wal and -shm
+    assert sidecars(db_path) == set()
+    before = db_path.read_bytes()
+    _, rows = run_query(db_path, "SELECT count(*) FROM interactions")
+    assert list(rows) == [(3,)]
+    assert sidecars(db_path) == set()
+    connect_read_only(db_path).close()
+    with pytest.raises(QueryError):
+        run_query(db_path, "DELETE FROM interactions")
+    assert sidecars(db_path) == set()
+    assert db_path.read_bytes() == before
+
+
+def test_a_writers_wal_and_shm_are_left_alone(engine: Engine, db_path: Path) -> None:
+    assert sidecars(db_path) == {"orchestrator.sqlite-wal", "orchestrator.sqlite-shm"}
+    _, rows = run_query(db_path, "SELECT count(*) FROM interactions")
+    assert list(rows) == [(3,)]
+    assert sidecars(db_path) == {"orchestrator.sqlite-wal", "orchestrator.sqlite-shm"}
+    log.upsert_persona(engine, name="after", interest=None)  # the writer goes on writing
+    _, rows = run_query(db_path, "SELECT count(*) FROM personas")
+    assert list(rows) == [(2,)]
+
+
+# --- the command, as a process: a time limit, and Ctrl-C ------------------------------------------
+
+
+def start_query(db_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", "query", "--db", str(db_path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def has_open(pid: int, path: Path) -> bool:
+    target = str(path.resolve())
+    try:
+        return any(os.path.realpath(f"/proc/{pid}/fd/{fd}") == target for fd in os.listdir(f"/proc/{pid}/fd"))
+    except FileNotFoundError:  # a descriptor closed while looked at
+        return False
+
+
+def test_the_command_stops_a_query_at_its_time_limit(db_path: Path) -> None:
+    started = time.monotonic()
+    process = start_query(db_path, ENDLESS, "--timeout", "1")
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert stderr == "Error: query stopped after 1 s (--timeout)\n"
+    assert time.monotonic() - started < 15
+
+
+def test_ctrl_c_stops_a_running_query(db_path: Path) -> None:
+    process = start_query(db_path, ENDLESS, "--timeout", "0")
+    try:
+        deadline = time.monotonic() + 20
+        while not has_open(process.pid, db_path):  # the query runs once the log is open
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        stdout, stderr = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert time.monotonic() - interrupted < 3
+    assert (process.returncode, stdout, stderr) == (130, "", "Error: query interrupted\n")
 
 
 REFUSED = [
@@ -105,18 +228,26 @@ REFUSED = [
     "BEGIN IMMEDIATE",
     "ANALYZE",
     "VACUUM",
-    "SELECT * FROM pragma_table_info('skills')",
+    "SELECT * FROM pragma_query_only",
     "WITH gone AS (SELECT 1) DELETE FROM runs",
     "REINDEX",
     "PRAGMA wal_checkpoint(TRUNCATE)",
     "SELECT 1; DELETE FROM runs",
+    "SELECT fts3_tokenizer('simple')",
+    "SELECT fts3_tokenizer('simple', x'4141414141414141')",
+    "SELECT load_extension('/tmp/evil.so')",
+    "SELECT length(randomblob(1000000000))",
+    "SELECT * FROM dbstat",
+    "PRAGMA data_version = 2",
+    "PRAGMA foreign_keys",
+    "PRAGMA mmap_size = 1000000",
 ]
 
 
 @pytest.mark.parametrize("sql", REFUSED)
 def test_statements_that_could_change_the_log_are_refused(db_path: Path, sql: str) -> None:
     before = snapshot(db_path)
-    with pytest.raises(QueryError, match="not authorized|authorization denied|one statement"):
+    with pytest.raises(QueryError, match="not authorized|authorization denied|one statement|is read-only here"):
         _, rows = run_query(db_path, sql)
         list(rows)
     assert snapshot(db_path) == before

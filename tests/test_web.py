@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,21 +40,29 @@ def fetch_json(url: str) -> Any:
         return json.load(response)
 
 
+def sql_url(base: str, sql: str) -> str:
+    return f"{base}/orchestrator.json?" + urllib.parse.urlencode({"sql": sql, "_shape": "array"})
+
+
+def wait_until_answering(base: str, process: subprocess.Popen[Any]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        assert process.poll() is None, f"exited with {process.returncode}"
+        try:
+            fetch_json(f"{base}/-/versions.json")
+            return
+        except (urllib.error.URLError, ConnectionError):
+            assert time.monotonic() < deadline, "datasette did not answer in time"
+            time.sleep(0.1)
+
+
 @contextmanager
 def serving(db: Path, *, immutable: bool = True) -> Iterator[str]:
     """A Datasette for ``db`` on a free loopback port; yields its base URL once it answers."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with web.datasette_process(db, port=port, immutable=immutable) as process:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            assert process.poll() is None, f"datasette exited with {process.returncode}"
-            try:
-                fetch_json(f"{base}/-/versions.json")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, "datasette did not answer in time"
-                time.sleep(0.1)
+        wait_until_answering(base, process)
         yield base
     assert process.poll() is not None
 
@@ -128,6 +139,32 @@ def test_served_log_refuses_writes(db: Path) -> None:
     assert refused.value.code == 400
     assert count == [{"n": 4}]
     assert db.read_bytes() == before
+
+
+def test_served_log_has_the_sql_allow_list_of_query(db: Path) -> None:
+    with serving(db) as base:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            fetch_json(sql_url(base, "SELECT hex(fts3_tokenizer('simple')) AS address"))
+        keys = fetch_json(sql_url(base, "SELECT key FROM json_each('{\"a\": 1, \"b\": 2}') ORDER BY key"))
+        leaves = fetch_json(sql_url(base, "SELECT count(*) AS n FROM json_tree('[1, [2, 3]]') WHERE atom IS NOT NULL"))
+        columns = fetch_json(sql_url(base, "SELECT name FROM pragma_table_info('skills') ORDER BY cid"))
+    assert refused.value.code == 400
+    assert "not authorized to use function: fts3_tokenizer" in refused.value.read().decode()
+    assert (keys, leaves) == ([{"key": "a"}, {"key": "b"}], [{"n": 3}])
+    assert [c["name"] for c in columns] == ["id", "name", "invocation_name", "category"]
+
+
+def test_a_refused_query_or_a_missing_page_is_logged_in_one_line(db: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    with serving(db) as base:
+        capfd.readouterr()
+        for url in (sql_url(base, "DELETE FROM runs"), f"{base}/no-such-page"):
+            with pytest.raises(urllib.error.HTTPError):
+                fetch_json(url)
+    log = capfd.readouterr()
+    assert "Traceback" not in log.err + log.out
+    delete, missing = [line for line in log.err.splitlines() if "DELETE" in line or "no-such-page" in line]
+    assert '"GET /orchestrator.json?sql=DELETE+FROM+runs&_shape=array HTTP/1.1" 400' in delete
+    assert '"GET /no-such-page HTTP/1.1" 404' in missing
 
 
 def test_live_mode_shows_rows_still_in_the_wal(tmp_path: Path) -> None:
@@ -216,3 +253,47 @@ def test_browse_without_a_log(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert f"no database at {missing}" in result.stderr
     assert not missing.exists()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):  # ended while looked at
+            continue
+        if stat.rsplit(")", 1)[1].split()[1] == str(pid):
+            found.append(int(entry.name))
+    return found
+
+
+def test_sigterm_stops_browse_with_its_datasette_and_scratch_folder(db: Path, tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    port = free_port()
+    browse = subprocess.Popen([sys.executable, "-m", "orchestrator", "browse", "--db", str(db), "--port", str(port)],
+                              env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_until_answering(f"http://127.0.0.1:{port}", browse)
+        (datasette,) = children(browse.pid)
+        assert [p.name for p in scratch.iterdir()] != []
+        browse.send_signal(signal.SIGTERM)
+        assert browse.wait(timeout=STOP_TIMEOUT_S) == 0
+    finally:
+        browse.kill()
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while Path(f"/proc/{datasette}").exists() or port_open(port):
+        assert time.monotonic() < deadline, "datasette still running"
+        time.sleep(0.1)
+    assert list(scratch.iterdir()) == []
+
+
+STOP_TIMEOUT_S = 5.0
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
