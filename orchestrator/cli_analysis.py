@@ -17,7 +17,7 @@ import click
 
 from orchestrator.cli_options import CONTEXT_SETTINGS, InputError, db_option
 from orchestrator.durable import OutputError, OutputRefused
-from orchestrator.export import EXPORT_FORMATS
+from orchestrator.export import EXPORT_FORMATS, ExportRequestError
 from orchestrator.query import DEFAULT_TIMEOUT_S, FORMATS, QueryError
 from orchestrator.reports import REPORTS, Filters, ReportError, check_date
 from orchestrator.safe_text import for_output
@@ -41,7 +41,7 @@ def _reported_errors() -> Iterator[None]:
     """The log's and the output file's errors as `Error: …`, without a traceback."""
     try:
         yield
-    except OutputRefused as exc:
+    except (OutputRefused, ExportRequestError) as exc:  # what the operator asked for cannot be done as asked
         raise InputError(str(exc)) from None
     except (QueryError, OutputError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -25,7 +25,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from orchestrator.durable import replacing_file
+from orchestrator.durable import check_target, replacing_file
 from orchestrator.query import QueryError, connect_read_only, run_query, write_csv, write_jsonl
 from orchestrator.safe_text import csv_columns, csv_rows
 
@@ -47,11 +47,15 @@ class ExportError(QueryError):
     """An export that cannot be done: unknown table, missing pyarrow, a value of the wrong type."""
 
 
+class ExportRequestError(ExportError):
+    """What was asked for cannot be done as asked: unknown table or view, unknown format, Parquet to stdout."""
+
+
 def format_for(path: Path, fmt: str | None) -> ExportFormat:
     """The format asked for, or the one the file's suffix names (``.csv``, ``.jsonl``, ``.parquet``)."""
     chosen = fmt or path.suffix.lstrip(".").lower()
     if chosen not in EXPORT_FORMATS:
-        raise ExportError(f"cannot tell the format of {path}: pass --format {'|'.join(EXPORT_FORMATS)}")
+        raise ExportRequestError(f"cannot tell the format of {path}: pass --format {'|'.join(EXPORT_FORMATS)}")
     return chosen  # type: ignore[return-value]
 
 
@@ -79,7 +83,7 @@ def declared_types(db_path: Path | str, name: str) -> list[tuple[str, str]]:
 def _checked_relation(db_path: Path | str, name: str) -> None:
     known = relations(db_path)
     if name not in known:
-        raise ExportError(f"no table or view called {name!r}; the log has: {', '.join(known)}")
+        raise ExportRequestError(f"no table or view called {name!r}; the log has: {', '.join(known)}")
 
 
 def _select_all(name: str) -> str:
@@ -95,10 +99,12 @@ def export(
 
     Returns the number of rows written.
     """
+    if str(out) != "-":
+        check_target(Path(out))  # a target that cannot be replaced is refused before the log is opened
     _checked_relation(db_path, name)
     if fmt == "parquet":
         if str(out) == "-":
-            raise ExportError("Parquet cannot be written to stdout; give a file with --out")
+            raise ExportRequestError("Parquet cannot be written to stdout; give a file with --out")
         return _export_parquet(db_path, name, Path(out), row_group_rows, read_rows)
     columns, rows = run_query(db_path, _select_all(name))
     counted = _Counter(rows)

@@ -98,6 +98,11 @@ def _describe(action: int, arg1: str | None, arg2: str | None) -> str:
     return f"{name} {arg1}" if arg1 else name
 
 
+#: The largest string or blob a query may make or read: far above any cell of the log (a reply's
+#: words are a few kB), far below what would exhaust the machine's memory.
+MAX_VALUE_BYTES = 16 * 2**20
+
+
 def allowed_summary() -> str:
     return (f"SELECT and WITH over tables and views, the usual functions, json_each and json_tree, "
             f"PRAGMA {', '.join(sorted(DESCRIBING_PRAGMAS))}, and reading a setting such as PRAGMA user_version")
@@ -115,4 +120,6 @@ def guard(connection: sqlite3.Connection, extra_functions: Iterable[str] = ()) -
             pass  # not in this SQLite: a query naming it gets "no such table"
     authorizer = Authorizer(FUNCTIONS | {name.lower() for name in extra_functions})
     connection.set_authorizer(authorizer)
+    # A query may not build strings or blobs beyond this, as printf('%.*c', 1000000000, 'x') would.
+    connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
     return authorizer

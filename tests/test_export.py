@@ -165,7 +165,7 @@ def test_export_command_errors(db: Path, tmp_path: Path, monkeypatch: pytest.Mon
                                message: str) -> None:
     monkeypatch.chdir(tmp_path)
     result = invoke("export", *args, "--db", str(db))
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # what was asked for cannot be done as asked
     assert message in result.stderr
     assert list(tmp_path.iterdir()) == []
 

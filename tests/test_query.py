@@ -364,3 +364,12 @@ def test_every_format_accepts_query_rows(db_path: Path) -> None:
         assert "no_response" in out.getvalue(), fmt
     with pytest.raises(ValueError):
         write_rows(io.StringIO(), ["a"], [], "xml")  # type: ignore[arg-type]
+
+
+def test_a_query_cannot_build_values_that_exhaust_memory(tmp_path: Path) -> None:
+    db = tmp_path / "log.sqlite"
+    sqlite3.connect(db).close()
+    _, rows = run_query(db, "SELECT length(printf('%.*c', 1000000, 'x')), printf('%.*c', 1000000000, 'x')")
+    with rows:
+        ((small, huge),) = list(rows)
+    assert small == 1_000_000 and not huge  # SQLite gives up on the second instead of allocating 1 GB
