@@ -466,7 +466,8 @@ def _read_server_file(folder: Path) -> dict[str, Any]:
     try:
         return dict(json.loads(path.read_text()))
     except FileNotFoundError:
-        raise LabError(f"no virtual lab is running in {folder} ({path} is missing)") from None
+        raise LabError(f"no virtual lab is running in {folder} ({path} is missing): a virtual lab lives only as "
+                       "long as the `orchestrator demo` that started it; run the demo again") from None
 
 
 def _env_of(servers: dict[str, Any], folder: Path, echo: str | None) -> dict[str, str]:
