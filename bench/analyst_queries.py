@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from orchestrator import log  # noqa: E402
-from orchestrator.query import run_query  # noqa: E402
-from orchestrator.reports import REPORTS, Filters, latest_night, run_report  # noqa: E402
+from orchestrator.analysis.query import run_query  # noqa: E402
+from orchestrator.analysis.reports import REPORTS, Filters, latest_night, run_report  # noqa: E402
 
 INTERESTS = [
     "connected-car", "dating", "fashion-style", "pets-animals", "religion-spirituality", "smart-home",
@@ -246,7 +246,7 @@ def timed_report(db_path: Path, name: str, filters: Filters, repeats: int = 3) -
 
 
 def query_plan(db_path: Path, name: str, filters: Filters) -> list[str]:
-    from orchestrator.reports import parameters
+    from orchestrator.analysis.reports import parameters
 
     report = REPORTS[name]
     _, rows = run_query(db_path, "EXPLAIN QUERY PLAN " + report.sql, parameters(report, filters))
@@ -268,14 +268,14 @@ def peak_rss_kib():
 
 EXPORT_CHILD = PEAK_RSS + """
 import sys, time
-from orchestrator.export import export
+from orchestrator.analysis.export import export
 start = time.perf_counter()
 rows = export(sys.argv[1], sys.argv[2], sys.argv[3], "parquet")
 print(rows, time.perf_counter() - start, peak_rss_kib())
 """
 
 BASELINE_CHILD = PEAK_RSS + """
-import pyarrow, pyarrow.parquet, orchestrator.export
+import pyarrow, pyarrow.parquet, orchestrator.analysis.export
 print(peak_rss_kib())
 """
 

@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator.asr.engine import engine_for  # noqa: E402
 from orchestrator.asr.models import resolve  # noqa: E402
-from orchestrator.audio import read_wav  # noqa: E402
-from orchestrator.catalog import load_catalog  # noqa: E402
-from orchestrator.demo import demo_personas, skills_used  # noqa: E402
+from orchestrator.audio.clip import read_wav  # noqa: E402
+from orchestrator.catalog.skills import load_catalog  # noqa: E402
 from orchestrator.sim import voice  # noqa: E402
+from orchestrator.sim.demo import demo_personas, skills_used  # noqa: E402
 from orchestrator.sim.echo import SCRIPT, SimScript, phrases  # noqa: E402
 
 CHUNK = 3200  # 0.1 s of 16 kHz 16-bit audio, as a recording delivers it

@@ -30,8 +30,8 @@ from typing import Any
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from orchestrator.catalog import CATEGORIES, Skill, load_catalog  # noqa: E402
-from orchestrator.catalog_import import ImportOptions, import_crawl  # noqa: E402
+from orchestrator.catalog.crawl import ImportOptions, import_crawl  # noqa: E402
+from orchestrator.catalog.skills import CATEGORIES, Skill, load_catalog  # noqa: E402
 
 HEADER = ["ASIN", "Name", "Invocation Name", "Category", "Vendor", "Example Phrases", "Account Linking",
           "Privacy Policy"]
@@ -81,7 +81,7 @@ def import_figure(label: str, folder: Path, crawl: Path) -> None:
 
 def cold_load(folder: Path, skill_id: str) -> float:
     script = ("import time; t = time.perf_counter(); "
-              "from orchestrator.catalog import load_catalog; from pathlib import Path; "
+              "from orchestrator.catalog.skills import load_catalog; from pathlib import Path; "
               f"c = load_catalog(Path({str(folder)!r})); c[{skill_id!r}]; print(time.perf_counter() - t)")
     output = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, check=True)
     return float(output.stdout)

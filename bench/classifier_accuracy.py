@@ -46,7 +46,7 @@ from reply_corpus import (  # noqa: E402
     load_corpus,
 )
 
-from orchestrator.classify import OTHER_SKILL, SCORERS, Rules, load_rules  # noqa: E402
+from orchestrator.runner.classify import OTHER_SKILL, SCORERS, Rules, load_rules  # noqa: E402
 
 #: A heard name this close (token set ratio, 0-100) to the name spoken counts as the same name.
 NAME_AGREES = 70

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from orchestrator.asr import SpeechModel  # noqa: E402
 from orchestrator.asr.engine import engine_for  # noqa: E402
 from orchestrator.asr.models import resolve  # noqa: E402
-from orchestrator.demo import DemoSettings, run_demo  # noqa: E402
-from orchestrator.progress import Progress  # noqa: E402
+from orchestrator.runner.progress import Progress  # noqa: E402
+from orchestrator.sim.demo import DemoSettings, run_demo  # noqa: E402
 from orchestrator.sim.echo import OUTCOME_OF_KIND, read_truth, truth_path  # noqa: E402
 
 CUT_TOLERANCE = 0.3
@@ -171,7 +171,7 @@ class LabSampler:
                     self._cpu[pid] = (process_role(pid), process_cpu_seconds(pid))
 
 
-#: Process names (orchestrator/processes.py) and programs, by their part in the night.
+#: Process names (orchestrator/core/processes.py) and programs, by their part in the night.
 ROLES = {"pulseaudio": "PulseAudio", "pacat": "silence streams (pacat)", "asr-server": "transcription",
          "tts-": "speech synthesis", "persona-": "persona workers", "sim-": "simulated Echos"}
 

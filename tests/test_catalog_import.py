@@ -19,11 +19,11 @@ import pytest
 from click.testing import CliRunner, Result
 from full_disk import fill, small_disk  # noqa: F401 - the fixture
 
-from orchestrator import catalog_import
-from orchestrator.catalog import IMPORTED_STORE, load_catalog
-from orchestrator.catalog_import import IMPORT_LOCK
-from orchestrator.cli_catalog import catalog
-from orchestrator.config_files import ConfigError
+from orchestrator.catalog import crawl as catalog_import
+from orchestrator.catalog.crawl import IMPORT_LOCK
+from orchestrator.catalog.skills import IMPORTED_STORE, load_catalog
+from orchestrator.cli.catalog import catalog
+from orchestrator.core.config_files import ConfigError
 
 DISK_FULL = "disk full: the file was not written; any earlier version is left as it was"
 
@@ -579,7 +579,7 @@ def test_list_escapes_for_the_terminal_and_neutralises_formulas(folder, tmp_path
 #: prints "writing" when the new store is written and not yet renamed (the lock held).
 SLOW_IMPORT = """
 import sys, time
-from orchestrator import catalog_import
+from orchestrator.catalog import crawl as catalog_import
 real = catalog_import._write_database
 def slow(path, records):
     real(path, records)
@@ -587,7 +587,7 @@ def slow(path, records):
     time.sleep(float(sys.argv[1]))
 catalog_import._write_database = slow
 catalog_import.LOCK_WAIT_SECONDS = float(sys.argv[2])
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 main(sys.argv[3:], prog_name="orchestrator")
 """
 

@@ -8,7 +8,8 @@ import pytest
 from rapidfuzz import fuzz
 from reply_corpus import SEED, by_outcome, derive_noisy, evaluate, load_acoustic, load_corpus
 
-from orchestrator.classify import (
+from orchestrator.core.config_files import ConfigError
+from orchestrator.runner.classify import (
     OUTCOMES,
     Verdict,
     classify,
@@ -17,7 +18,6 @@ from orchestrator.classify import (
     load_rules,
     normalise,
 )
-from orchestrator.config_files import ConfigError
 
 REQUIRED_ACCURACY = 0.95
 #: On replies spoken by a synthetic voice and recognised by pocketsphinx (bench/acoustic_corpus.py).

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator import log
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 
 PROJECT = Path(__file__).resolve().parents[1]
 CATALOG_DIR = PROJECT / "skills_catalog"

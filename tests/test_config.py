@@ -14,12 +14,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator import config_files
-from orchestrator.catalog import CATEGORIES, Catalog, load_catalog
-from orchestrator.cli import main
-from orchestrator.config_files import ConfigError, Issue
-from orchestrator.lab import LabConfig, load_lab
-from orchestrator.persona import (
+from orchestrator.catalog.skills import CATEGORIES, Catalog, load_catalog
+from orchestrator.cli.main import main
+from orchestrator.core import config_files
+from orchestrator.core.config_files import ConfigError, Issue
+from orchestrator.lab.config import LabConfig, load_lab
+from orchestrator.plan.persona import (
     PlannedStep,
     check_persona,
     compile_plan,
@@ -27,7 +27,7 @@ from orchestrator.persona import (
     load_personas,
     strip_wake_word,
 )
-from orchestrator.validate import validate_all
+from orchestrator.plan.validate import validate_all
 
 PROJECT = Path(__file__).resolve().parents[1]
 CATALOG_DIR = PROJECT / "skills_catalog"
@@ -707,7 +707,7 @@ def test_a_catalog_folder_with_a_fifo_reports_it(tmp_path):
 
 def test_the_projects_files_use_no_aliases():
     files = [*CATALOG_DIR.glob("*.yaml"), *(PROJECT / "persona_scripts").rglob("*.yaml"),
-             PROJECT / "orchestrator" / "reply_rules.yaml", PROJECT / "lab.example.yaml"]
+             PROJECT / "orchestrator" / "runner" / "reply_rules.yaml", PROJECT / "lab.example.yaml"]
     for path in files:
         config_files.read_document(path)  # raises on an alias, or on more depth or values than allowed
 

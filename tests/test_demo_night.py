@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.audio import MIC_FORMAT, validate_wav
-from orchestrator.catalog import load_catalog
-from orchestrator.demo import DEMO_ENDPOINTING, DemoSettings, demo_personas, run_demo
-from orchestrator.persona import compile_plan
-from orchestrator.progress import Progress
+from orchestrator.audio.clip import MIC_FORMAT, validate_wav
+from orchestrator.catalog.skills import load_catalog
+from orchestrator.plan.persona import compile_plan
+from orchestrator.runner.progress import Progress
+from orchestrator.sim.demo import DEMO_ENDPOINTING, DemoSettings, demo_personas, run_demo
 from orchestrator.sim.echo import OUTCOME_OF_KIND, read_truth, truth_path
 
 pytestmark = pytest.mark.lab

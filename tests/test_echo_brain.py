@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat
+from orchestrator.audio.clip import MIC_FORMAT, AudioFormat, Clip, concat
 from orchestrator.sim.echo import (
     OUTCOME_OF_KIND,
     EchoBrain,

@@ -20,9 +20,9 @@ from click.testing import CliRunner
 from full_disk import fill, small_disk  # noqa: F401 - the fixture
 from two_nights import NIGHT_1, build, two_nights_db  # noqa: F401 - the `db` fixture
 
-from orchestrator import durable
-from orchestrator.cli import main
-from orchestrator.export import ExportError, export, format_for
+from orchestrator.analysis.export import ExportError, export, format_for
+from orchestrator.cli.main import main
+from orchestrator.core import durable
 
 
 def sqlite_rows(db: Path, name: str) -> tuple[list[str], list[tuple[Any, ...]]]:

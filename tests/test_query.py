@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import Engine
 
 from orchestrator import log
-from orchestrator.query import (
+from orchestrator.analysis.query import (
     FORMATS,
     QueryError,
     QueryTimeout,

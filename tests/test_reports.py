@@ -16,10 +16,10 @@ from full_disk import fill, small_disk  # noqa: F401 - the fixture
 from two_nights import NIGHT_1, NIGHT_2, build, two_nights_db  # noqa: F401 - the `db` fixture
 
 from orchestrator import log
-from orchestrator.cli import main
-from orchestrator.night_page import STATUS_COLOURS, html_table
-from orchestrator.query import QueryError
-from orchestrator.reports import REPORTS, Filters, ReportError, latest_night, run_report
+from orchestrator.analysis.night_page import STATUS_COLOURS, html_table
+from orchestrator.analysis.query import QueryError
+from orchestrator.analysis.reports import REPORTS, Filters, ReportError, latest_night, run_report
+from orchestrator.cli.main import main
 
 
 def rows_of(db: Path, name: str, **filters: Any) -> list[dict[str, Any]]:

@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.audio import validate_wav
-from orchestrator.catalog import load_catalog
-from orchestrator.demo import DEMO_ENDPOINTING, render_sim_voice
-from orchestrator.lab import EchoConfig, LabConfig, RigCheck
-from orchestrator.night import Night
-from orchestrator.persona import compile_plan, load_persona
-from orchestrator.run import RunRequest
+from orchestrator.audio.clip import validate_wav
+from orchestrator.catalog.skills import load_catalog
+from orchestrator.lab.config import EchoConfig, LabConfig, RigCheck
+from orchestrator.plan.persona import compile_plan, load_persona
+from orchestrator.runner.night import Night
+from orchestrator.runner.run import RunRequest
+from orchestrator.sim.demo import DEMO_ENDPOINTING, render_sim_voice
 from orchestrator.sim.echo import SCRIPT as SIM_SCRIPT
 from orchestrator.sim.echo import SimScript, SimulatedEchos
 from orchestrator.sim.lab import VirtualLab

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from orchestrator import log, rig_check
-from orchestrator.catalog import load_catalog
-from orchestrator.cli import main
-from orchestrator.demo import DEMO_ENDPOINTING, render_sim_voice
-from orchestrator.lab import EchoConfig, LabConfig, RigCheck
-from orchestrator.night import Night
-from orchestrator.persona import load_persona
-from orchestrator.rig_check import Heard, judge, probe_clip, probe_frequency, tone_level
-from orchestrator.run import RunRequest
+from orchestrator import log
+from orchestrator.catalog.skills import load_catalog
+from orchestrator.cli.main import main
+from orchestrator.lab import rig_check
+from orchestrator.lab.config import EchoConfig, LabConfig, RigCheck
+from orchestrator.lab.rig_check import Heard, judge, probe_clip, probe_frequency, tone_level
+from orchestrator.plan.persona import load_persona
+from orchestrator.runner.night import Night
+from orchestrator.runner.run import RunRequest
+from orchestrator.sim.demo import DEMO_ENDPOINTING, render_sim_voice
 from orchestrator.sim.echo import SCRIPT as SIM_SCRIPT
 from orchestrator.sim.echo import SimScript, SimulatedEchos
 from orchestrator.sim.lab import VirtualLab, acoustic_coupling

@@ -11,13 +11,13 @@ import pytest
 
 from orchestrator import log
 from orchestrator.asr import SpeechModel
-from orchestrator.audio import MIC_FORMAT, AudioFormat, silence
-from orchestrator.catalog import load_catalog
-from orchestrator.durable import DiskFull
-from orchestrator.lab import EchoConfig, LabConfig
-from orchestrator.night import NotEnoughSpace, check_free_space, night_audio_bytes
-from orchestrator.persona import load_persona
-from orchestrator.run import FAILURE_BUDGET, STEP_RETRIES, PersonaRun, Prompt, RunRequest, RunSummary
+from orchestrator.audio.clip import MIC_FORMAT, AudioFormat, silence
+from orchestrator.catalog.skills import load_catalog
+from orchestrator.core.durable import DiskFull
+from orchestrator.lab.config import EchoConfig, LabConfig
+from orchestrator.plan.persona import load_persona
+from orchestrator.runner.night import NotEnoughSpace, check_free_space, night_audio_bytes
+from orchestrator.runner.run import FAILURE_BUDGET, STEP_RETRIES, PersonaRun, Prompt, RunRequest, RunSummary
 
 
 @pytest.fixture

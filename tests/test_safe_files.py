@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from full_disk import fill, small_disk  # noqa: F401 - the fixture
 
-from orchestrator import durable
-from orchestrator.config_files import UnreadableFile, read_limited
-from orchestrator.durable import (
+from orchestrator.core import durable
+from orchestrator.core.config_files import UnreadableFile, read_limited
+from orchestrator.core.durable import (
     DiskFull,
     OutputError,
     OutputRefused,
@@ -24,7 +24,7 @@ from orchestrator.durable import (
     stale_temporaries,
     write_text_atomic,
 )
-from orchestrator.safe_text import check_clean, csv_cell, csv_columns, csv_rows, for_output, for_terminal
+from orchestrator.core.safe_text import check_clean, csv_cell, csv_columns, csv_rows, for_output, for_terminal
 
 # -- reading ----------------------------------------------------------------------------------------
 
@@ -55,7 +55,7 @@ def test_read_limited_does_not_wait_on_a_fifo(tmp_path: Path) -> None:
     fifo = tmp_path / "persona.yaml"
     os.mkfifo(fifo)
     # In a child, so that a reader that blocks fails the test instead of hanging it.
-    code = ("from pathlib import Path; from orchestrator.config_files import read_limited; "
+    code = ("from pathlib import Path; from orchestrator.core.config_files import read_limited; "
             f"read_limited(Path({str(fifo)!r}), 100)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "not a regular file (a FIFO)" in done.stderr

@@ -25,10 +25,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from orchestrator import log, schedule
+from orchestrator import log
 from orchestrator.asr import SpeechModel
-from orchestrator.cli_schedule import schedule_group, serve, status
-from orchestrator.persona import Schedule
+from orchestrator.cli.schedule import schedule_group, serve, status
+from orchestrator.plan.persona import Schedule
+from orchestrator.scheduler import schedule
 
 PROJECT = Path(__file__).resolve().parents[1]
 FAKE_JOB = f"{__name__}:fake_job"
@@ -189,7 +190,7 @@ def test_jobs_are_rebuilt_with_ids_at_every_start_without_duplicates(files, serv
 
 def test_the_real_job_function_is_referenced_by_text(files):
     job = files.jobs(schedule.JOB_FUNC)[0]
-    assert job.func == "orchestrator.schedule:run_persona_job"
+    assert job.func == "orchestrator.scheduler.schedule:run_persona_job"
     assert job.args.as_args()[1] == str(files.personas / "p-a1.yaml")
 
 
@@ -412,7 +413,7 @@ def test_the_lock_is_released_when_serve_stops(files, services):
 def test_serve_stops_on_sigterm_within_seconds(files, ko_model):
     # faulthandler: should it hang, SIGABRT makes it print where every thread is.
     process = subprocess.Popen(
-        [sys.executable, "-X", "faulthandler", "-c", "from orchestrator.cli_schedule import serve; serve()",
+        [sys.executable, "-X", "faulthandler", "-c", "from orchestrator.cli.schedule import serve; serve()",
          *files.serve_args(ko_model)],
         stderr=subprocess.PIPE, text=True, cwd=PROJECT,
     )
@@ -664,8 +665,8 @@ def test_a_stored_trigger_keeps_its_behaviour():
 def test_a_triggered_persona_really_runs_through_the_scheduler(tmp_path, ko_model, catalog_dir):
     import yaml
 
-    from orchestrator.demo import DEMO_ENDPOINTING, render_sim_voice
-    from orchestrator.lab import EchoConfig, LabConfig
+    from orchestrator.lab.config import EchoConfig, LabConfig
+    from orchestrator.sim.demo import DEMO_ENDPOINTING, render_sim_voice
     from orchestrator.sim.echo import SCRIPT as SIM_SCRIPT
     from orchestrator.sim.echo import SimScript, SimulatedEchos
     from orchestrator.sim.lab import VirtualLab

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from orchestrator import sound
-from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip
-from orchestrator.sound import (
+from orchestrator.audio import devices as sound
+from orchestrator.audio.clip import MIC_FORMAT, AudioFormat, Clip
+from orchestrator.audio.devices import (
     Chunk,
     DeviceError,
     DeviceInfo,

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator import audio
-from orchestrator.speech import (
+from orchestrator.audio import clip as audio
+from orchestrator.audio.speech import (
     TRIM_KEEP,
     TRIM_THRESHOLD_DBFS,
     SynthesisError,
@@ -26,6 +26,7 @@ from orchestrator.speech import (
     Voice,
     available_voices,
 )
+from orchestrator.core import durable
 
 SENTENCE = "Alexa, what is the weather today?"
 
@@ -189,7 +190,7 @@ def test_cache_write_is_atomic(
         raise OSError("simulated crash before rename")
 
     with monkeypatch.context() as patch:
-        patch.setattr(audio.os, "replace", crash)
+        patch.setattr(durable.os, "replace", crash)
         with pytest.raises(OSError, match="simulated crash"):
             synth.render(text)
     assert not synth.cache_path(text).exists()

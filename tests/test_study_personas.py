@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.demo import DemoSettings, run_demo
-from orchestrator.progress import Progress
+from orchestrator.runner.progress import Progress
+from orchestrator.sim.demo import DemoSettings, run_demo
 from orchestrator.sim.echo import SCRIPT as SIM_SCRIPT
 from orchestrator.sim.echo import read_truth
 

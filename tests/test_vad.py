@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.audio import (
+from orchestrator.audio.clip import (
     MIC_FORMAT,
     AudioFormat,
     Clip,
@@ -20,7 +20,7 @@ from orchestrator.audio import (
     silence,
     trim_silence,
 )
-from orchestrator.vad import FRAME_SECONDS, EndpointConfig, EndpointDetector, Outcome, ReplyBounds
+from orchestrator.audio.vad import FRAME_SECONDS, EndpointConfig, EndpointDetector, Outcome, ReplyBounds
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")),
                                 reason="needs espeak-ng and sox")

@@ -55,8 +55,8 @@ def test_air_between_devices_lasts_only_as_long_as_asked(tmp_path):
 
 @pytest.mark.lab
 def test_a_lab_larger_than_one_sound_server_spreads_its_echos_and_every_device_works(tmp_path):
-    from orchestrator import rig_check
-    from orchestrator.lab import EchoConfig, LabConfig
+    from orchestrator.lab import rig_check
+    from orchestrator.lab.config import EchoConfig, LabConfig
     from orchestrator.sim.lab import ECHOS_PER_SERVER
 
     names = [f"echo{i + 1}" for i in range(ECHOS_PER_SERVER + 1)]

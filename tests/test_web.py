@@ -22,9 +22,9 @@ import pytest
 from click.testing import CliRunner
 from two_nights import NIGHT_1, NIGHT_2, build, two_nights_db  # noqa: F401 - the `db` fixture
 
-from orchestrator import web
-from orchestrator.cli import main
-from orchestrator.reports import REPORTS
+from orchestrator.analysis import web
+from orchestrator.analysis.reports import REPORTS
+from orchestrator.cli.main import main
 
 STARTUP_TIMEOUT_S = 30.0
 

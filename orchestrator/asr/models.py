@@ -40,10 +40,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import settings
 from orchestrator.asr.engine import ENGINES, ModelError, SpeechModel, engine_for, engine_of_folder
 from orchestrator.asr.vosk import check_model
-from orchestrator.durable import fsync_path
+from orchestrator.core import settings
+from orchestrator.core.durable import fsync_path
 
 #: Called as progress(bytes_done, bytes_total_or_None) while a zip downloads.
 Progress = Callable[[int, int | None], None]

@@ -50,8 +50,8 @@ from typing import Any, Self
 import numpy as np
 
 from orchestrator.asr.engine import ModelError, Recognizer, SpeechModel, check, engine_for
-from orchestrator.audio import MIC_FORMAT, Clip
-from orchestrator.processes import name_this_process
+from orchestrator.audio.clip import MIC_FORMAT, Clip
+from orchestrator.core.processes import name_this_process
 
 #: The only rate the server decodes at; the recorder delivers exactly this (see `audio.MIC_FORMAT`).
 SAMPLE_RATE = MIC_FORMAT.rate

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.asr.engine import Decoded, ModelError
-from orchestrator.audio import MIC_FORMAT
+from orchestrator.audio.clip import MIC_FORMAT
 
 #: What pocketsphinx puts into a segmentation that no one said: sentence marks, silence, fillers.
 _NOT_WORDS = re.compile(r"^(<s>|</s>|<sil>|\[.*\]|\+\+.*\+\+)$")

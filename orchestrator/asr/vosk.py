@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.asr.engine import Decoded, ModelError
-from orchestrator.audio import MIC_FORMAT
-from orchestrator.settings import ENV_ASR_MODEL
+from orchestrator.audio.clip import MIC_FORMAT
+from orchestrator.core.settings import ENV_ASR_MODEL
 
 SAMPLE_RATE = MIC_FORMAT.rate
 

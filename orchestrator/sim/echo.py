@@ -6,7 +6,7 @@ latency and answers by speaking into its own sink, which the persona's microphon
 and radio stream until it hears someone speak again. It speaks with an Echo-like voice (voice.py),
 which the lab's English recognizer hears as it would hear a real Echo.
 
-It has no ears for the personas' espeak-ng voice, so the lab hooks (lab_hooks.py, hooks.py) whisper
+It has no ears for the personas' espeak-ng voice, so the lab hooks (lab/hooks.py, sim/hooks.py) whisper
 the text of each prompt through a `SideChannel` (a JSON Lines file in the lab folder) before it is
 played. That is the simulation's only shortcut: timing stays acoustic (the Echo acts only on what it
 hears), and what the orchestrator learns of a reply comes from the recording alone.
@@ -36,11 +36,11 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from orchestrator.audio import MIC_FORMAT, AudioFormat, Clip, concat, read_wav, silence
-from orchestrator.processes import die_with_parent, name_this_process
+from orchestrator.audio.clip import MIC_FORMAT, AudioFormat, Clip, concat, read_wav, silence
+from orchestrator.audio.devices import DeviceError, open_backend, redirect_native_stderr
+from orchestrator.audio.vad import EndpointConfig, EndpointDetector
+from orchestrator.core.processes import die_with_parent, name_this_process
 from orchestrator.sim.lab import use_own_devices
-from orchestrator.sound import DeviceError, open_backend, redirect_native_stderr
-from orchestrator.vad import EndpointConfig, EndpointDetector
 
 STREAM_BLOCK_SECONDS = 0.25
 SIM_SPEAKER_LATENCY = 0.2

@@ -1,4 +1,4 @@
-"""The virtual lab's side of the lab-hooks seam (orchestrator/lab_hooks.py)."""
+"""The virtual lab's side of the lab-hooks seam (orchestrator/lab/hooks.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.lab_hooks import LabHooks
+from orchestrator.lab.hooks import LabHooks
 from orchestrator.sim.echo import SideChannel, said_path
 from orchestrator.sim.lab import acoustic_coupling, server_env, use_own_devices
 

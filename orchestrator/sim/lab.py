@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.durable import write_text_atomic
-from orchestrator.processes import end_with_parent
+from orchestrator.core.durable import write_text_atomic
+from orchestrator.core.processes import end_with_parent
 
 REQUIRED_PROGRAMS = ("pulseaudio", "pactl", "pacat")
 #: Enough to keep a sink out of its idle 2-second blocks. The recorders on its monitor ask for their

@@ -4,7 +4,7 @@ An Echo's replies are what the lab transcribes, so the simulation must sound lik
 recognizer. espeak-ng (the personas' voice) is formant synthesis that English recognizers mishear
 badly; Festival's HTS voice (`cmu_us_slt_arctic_hts`, a natural female US voice) is heard almost
 word for word by pocketsphinx, with the kind of errors a real Echo's recording gets. The personas
-keep their pyttsx3 voice: a simulated Echo does not need to hear them (see lab_hooks.py).
+keep their pyttsx3 voice: a simulated Echo does not need to hear them (see lab/hooks.py).
 
 Each sentence is rendered by `text2wave` in a subprocess with a deadline, resampled to the lab's
 16 kHz, trimmed of leading and trailing silence and stored under a name derived from the voice
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from orchestrator.audio import MIC_FORMAT, InvalidAudio, read_wav, resample, trim_silence, write_wav_atomic
+from orchestrator.audio.clip import MIC_FORMAT, InvalidAudio, read_wav, resample, trim_silence, write_wav_atomic
 
 VOICE = "cmu_us_slt_arctic_hts"
 #: Changes whenever the way a cached file is produced changes, so old entries are not reused.

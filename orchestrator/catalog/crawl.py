@@ -1,0 +1,624 @@
+"""Importing a crawl of the Alexa skill store into the catalog (`orchestrator catalog import`).
+
+A crawl is a CSV, JSON or JSON Lines file with one skill per row. Its columns are matched to the
+`Skill` fields by common names (DEFAULT_COLUMNS), or as the operator maps them. Every row is
+validated like a curated record; rows are merged by id into the imported store
+(skills_catalog/imported.sqlite, read by catalog.ImportedStore):
+
+* a new id is added; a known id is updated: the fields the file has a column for take the file's
+  values (an empty cell included), the others keep their stored values;
+* an id that a curated YAML file has is left alone: the curated record wins;
+* a row that fails validation is rejected with its row number, field and reason.
+
+The store is replaced whole or not at all: the new store is written beside it, synced and renamed
+over it (durable.replacing), so a failed or refused import leaves the old file byte for byte as it
+was. One import at a time: an import holds a lock on imported.sqlite.lock from reading the store to
+renaming the new one over it, so a second import cannot merge into a store the first is replacing
+(and lose the first one's rows). Holding the lock, an import removes the temporary files of earlier
+imports that were killed.
+
+A crawl is read within bounds (config_files.read_limited): a regular file of at most
+MAX_CRAWL_BYTES; JSON nested deeper than Python's decoder allows is refused, not a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import fcntl
+import io
+import json
+import os
+import re
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from orchestrator.catalog.skills import (
+    CATEGORIES,
+    IMPORTED_STORE,
+    STORE_INDEX,
+    STORE_TABLE,
+    STORE_VERSION,
+    ImportedStore,
+    Skill,
+    load_curated,
+)
+from orchestrator.core.config_files import ConfigError, Issue, UnreadableFile, format_loc, read_limited
+from orchestrator.core.durable import OutputError, replacing, stale_temporaries
+
+FORMATS = ("csv", "json", "jsonl")
+#: Bytes a crawl may hold: a crawl of the whole store (100,000 skills) is about 30 MB of CSV.
+MAX_CRAWL_BYTES = 512 * 1024 * 1024
+#: The lock an import holds, beside the store.
+IMPORT_LOCK = IMPORTED_STORE + ".lock"
+#: Seconds an import waits for another import to finish before it gives up.
+LOCK_WAIT_SECONDS = 10.0
+SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+#: Column names looked for, most specific first. They match whatever their case and separators
+#: ("Invocation Name", "invocationName" and "invocation_name" are one name).
+DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "id": ("asin", "skill_id", "id"),
+    "asin": ("asin",),
+    "name": ("name", "title", "skill_name"),
+    "invocation_name": ("invocation_name", "invocation", "launch_phrase"),
+    "category": ("category",),
+    "store_category": ("store_category",),
+    "developer": ("developer", "vendor", "vendor_name", "developer_name", "author"),
+    "sample_utterances": ("sample_utterances", "example_phrases", "example_interactions", "utterances"),
+    "account_linking": ("account_linking", "account_linking_required"),
+    "permissions": ("permissions",),
+    "privacy_policy_url": ("privacy_policy_url", "privacy_policy"),
+    "source": ("source",),
+    "retrieved": ("retrieved",),
+    "notes": ("notes",),
+}
+#: Crawls that give each example phrase its own column ("Example Interaction 1", "… 2", …).
+NUMBERED_UTTERANCES = re.compile(r"(exampleinteraction|examplephrase|sampleutterance|utterance)(\d+)")
+
+REQUIRED_COLUMNS = ("id", "name", "invocation_name")
+LIST_FIELDS = frozenset({"sample_utterances", "permissions"})
+FLAG_FIELDS = frozenset({"account_linking"})
+LIST_SEPARATOR = re.compile(r"\s*(?:\||\r?\n)\s*")
+TRUE_WORDS = frozenset({"true", "yes", "y", "1"})
+FALSE_WORDS = frozenset({"false", "no", "n", "0"})
+#: Crawls of the store write a missing value as the literal text "null" (README, "Excluded").
+MISSING_TEXT = frozenset({"", "null"})
+
+
+class CrawlError(ValueError):
+    """A file that cannot be imported at all (unreadable, not the format, a column missing)."""
+
+
+class ImportBusy(RuntimeError):
+    """Another import holds the catalog's lock, and did not finish while this one waited."""
+
+
+@dataclass(frozen=True)
+class Row:
+    number: int  # as the operator finds it: spreadsheet row, JSON Lines line, JSON array item
+    cells: dict[str, Any]
+    problem: str | None = None  # the row could not be read (bad JSON line, wrong number of cells)
+
+
+@dataclass(frozen=True)
+class Crawl:
+    path: Path
+    columns: list[str]
+    rows: list[Row]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    row: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: {self.field}: {self.message}" if self.field else f"row {self.row}: {self.message}"
+
+
+@dataclass(frozen=True)
+class CuratedConflict:
+    row: int
+    skill_id: str
+    file: Path
+
+    def __str__(self) -> str:
+        return f"row {self.row}: id: {self.skill_id!r} is curated in {self.file.name}; the curated record is kept"
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    mappings: Sequence[tuple[str, str]] = ()  # (field, column) from --map; an empty column unmaps the field
+    category: str | None = None  # for rows without one
+    source: str | None = None  # for rows without one; the file's name if not given
+    fmt: str | None = None  # csv, json or jsonl; from the file's suffix if not given
+    max_rejected: int = 0
+    dry_run: bool = False
+
+
+@dataclass
+class ImportResult:
+    path: Path
+    store: Path
+    rows: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+    curated: list[CuratedConflict] = field(default_factory=list)
+    columns: dict[str, tuple[str, ...]] = field(default_factory=dict)  # field -> the file's column(s)
+    stored: int = 0  # imported records in the store after the import
+    written: bool = False
+    removed: list[Path] = field(default_factory=list)  # temporary files of killed imports, removed
+
+    @property
+    def rejected(self) -> int:
+        """Rejected rows (a row may have several reasons)."""
+        return len({r.row for r in self.rejections})
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated)
+
+
+class TooManyRejected(Exception):
+    """More rows were rejected than allowed; nothing was written."""
+
+    def __init__(self, result: ImportResult, allowed: int) -> None:
+        self.result = result
+        super().__init__(f"{result.rejected} row(s) rejected, more than the {allowed} allowed by --max-rejected; "
+                         f"nothing was imported")
+
+
+# -- reading the file -------------------------------------------------------------------------------
+
+
+def read_crawl(path: Path, fmt: str | None = None) -> Crawl:
+    fmt = fmt or SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise CrawlError(f"{path}: cannot tell the format from the name; give --format ({', '.join(FORMATS)})")
+    try:
+        # utf-8-sig: spreadsheet programs start their CSV exports with a byte-order mark.
+        text = read_limited(path, MAX_CRAWL_BYTES).decode("utf-8-sig")
+    except UnreadableFile as exc:
+        raise CrawlError(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise CrawlError(f"{path}: not UTF-8 text, so not a {fmt.upper()} file ({exc.reason} at byte {exc.start})"
+                         ) from None
+    reader = {"csv": _read_csv, "json": _read_json, "jsonl": _read_jsonl}[fmt]
+    columns, rows = reader(path, text)
+    return Crawl(path, columns, rows)
+
+
+def _read_csv(path: Path, text: str) -> tuple[list[str], list[Row]]:
+    if "\0" in text:
+        raise CrawlError(f"{path}: not a CSV file (it contains NUL bytes)")
+    records = csv.reader(io.StringIO(text, newline=""))  # only CR and LF end a record, as csv expects
+    try:
+        header = next(records, None)
+        if not header or not any(name.strip() for name in header):
+            raise CrawlError(f"{path}: no header row (a CSV crawl starts with its column names)")
+        columns = [name.strip() for name in header]
+        _check_unique(path, columns)
+        rows = []
+        for number, cells in enumerate(records, start=2):
+            if not any(cell.strip() for cell in cells):
+                continue
+            problem = None if len(cells) == len(columns) else f"has {len(cells)} cells, the header has {len(columns)}"
+            rows.append(Row(number, dict(zip(columns, cells, strict=False)), problem))
+    except csv.Error as exc:
+        raise CrawlError(f"{path}: not a valid CSV file (line {records.line_num}: {exc})") from None
+    return columns, rows
+
+
+def _check_unique(path: Path, columns: list[str]) -> None:
+    seen: set[str] = set()
+    for name in columns:
+        if name in seen:
+            raise CrawlError(f"{path}: the column {name!r} is given twice")
+        seen.add(name)
+
+
+def _read_json(path: Path, text: str) -> tuple[list[str], list[Row]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CrawlError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except (ValueError, RecursionError) as exc:
+        raise CrawlError(f"{path}: cannot read the JSON: {_json_problem(exc)}") from None
+    if isinstance(data, dict) and isinstance(data.get("skills"), list):
+        data = data["skills"]
+    if not isinstance(data, list):
+        raise CrawlError(f"{path}: expected a JSON array of skills (or an object with a \"skills\" array)")
+    return _object_rows([(number, item, None) for number, item in enumerate(data, start=1)])
+
+
+def _read_jsonl(path: Path, text: str) -> tuple[list[str], list[Row]]:
+    parsed: list[tuple[int, Any, str | None]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            parsed.append((number, json.loads(line), None))
+        except json.JSONDecodeError as exc:
+            parsed.append((number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+        except (ValueError, RecursionError) as exc:
+            parsed.append((number, None, f"cannot read the JSON: {_json_problem(exc)}"))
+    if parsed and all(problem for _, _, problem in parsed):
+        raise CrawlError(f"{path}: not a JSON Lines file (line {parsed[0][0]}: {parsed[0][2]})")
+    return _object_rows(parsed)
+
+
+def _json_problem(exc: ValueError | RecursionError) -> str:
+    """JSON that parses but that Python will not hold: nested too deep, an integer too long."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)
+
+
+def _object_rows(items: list[tuple[int, Any, str | None]]) -> tuple[list[str], list[Row]]:
+    """Columns are every key any object has, in the order first met."""
+    columns: dict[str, None] = {}
+    rows = []
+    for number, item, problem in items:
+        if problem is None and not isinstance(item, dict):
+            problem = f"not a JSON object but {type(item).__name__}"
+        cells = item if problem is None else {}
+        columns.update(dict.fromkeys(cells))
+        rows.append(Row(number, cells, problem))
+    return list(columns), rows
+
+
+# -- which column feeds which field -----------------------------------------------------------------
+
+
+def column_key(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def resolve_columns(crawl: Crawl, options: ImportOptions) -> dict[str, tuple[str, ...]]:
+    """Each field's column(s) in the file: from --map, else the first default name the file has."""
+    explicit = _explicit_columns(crawl, options.mappings)
+    chosen: dict[str, tuple[str, ...]] = {}
+    for name in Skill.model_fields:
+        columns = explicit[name] if name in explicit else _default_columns(crawl, name)
+        if columns:
+            chosen[name] = columns
+    needed = [*REQUIRED_COLUMNS, *([] if options.category else ["category"])]
+    for name in needed:
+        if name not in chosen:
+            raise CrawlError(_missing_column(crawl, name))
+    return chosen
+
+
+def _explicit_columns(crawl: Crawl, mappings: Sequence[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    explicit: dict[str, tuple[str, ...]] = {}
+    for name, column in mappings:
+        if name not in Skill.model_fields:
+            raise CrawlError(f"--map {name}={column}: no field {name!r}; fields: {', '.join(Skill.model_fields)}")
+        if name in explicit and name not in LIST_FIELDS:
+            raise CrawlError(f"--map {name}=… given twice (only list fields take several columns)")
+        found = (_find_column(crawl, column, f"--map {name}={column}"),) if column else ()
+        explicit[name] = explicit.get(name, ()) + found
+    return explicit
+
+
+def _find_column(crawl: Crawl, column: str, option: str) -> str:
+    if column in crawl.columns:
+        return column
+    similar = [c for c in crawl.columns if column_key(c) == column_key(column)]
+    if len(similar) == 1:
+        return similar[0]
+    raise CrawlError(f"{crawl.path}: no column {column!r} (for {option}); {_columns_listing(crawl)}")
+
+
+def _default_columns(crawl: Crawl, name: str) -> tuple[str, ...]:
+    by_key: dict[str, list[str]] = defaultdict(list)
+    for column in crawl.columns:
+        by_key[column_key(column)].append(column)
+    for candidate in DEFAULT_COLUMNS[name]:
+        found = by_key.get(column_key(candidate), [])
+        if len(found) > 1:
+            raise CrawlError(f"{crawl.path}: the columns {' and '.join(map(repr, found))} could both be {name}; "
+                             f"choose one with --map {name}=COLUMN")
+        if found:
+            return tuple(found)
+    if name == "sample_utterances":
+        numbered = [(m.group(1), int(m.group(2)), c) for c in crawl.columns
+                    if (m := NUMBERED_UTTERANCES.fullmatch(column_key(c)))]
+        return tuple(c for _, _, c in sorted(numbered))
+    return ()
+
+
+def _missing_column(crawl: Crawl, name: str) -> str:
+    hint = " (or give --category)" if name == "category" else ""
+    return (f"{crawl.path}: no column for {name} (looked for {', '.join(DEFAULT_COLUMNS[name])}); "
+            f"name one with --map {name}=COLUMN{hint}; {_columns_listing(crawl)}")
+
+
+def _columns_listing(crawl: Crawl) -> str:
+    if not crawl.columns:
+        return "the file has no columns"
+    shown = ", ".join(map(repr, crawl.columns[:30]))
+    more = f" and {len(crawl.columns) - 30} more" if len(crawl.columns) > 30 else ""
+    return f"the file's columns are {shown}{more}"
+
+
+# -- one row -----------------------------------------------------------------------------------------
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        return None if value in MISSING_TEXT else value
+    return value  # a JSON number or object: the Skill model rejects it with its own message
+
+
+def _items(values: list[Any]) -> list[Any] | None:
+    """A list field from one or more cells: JSON lists, or text separated by `|` or new lines."""
+    items: list[Any] = []
+    listed = False
+    for value in values:
+        if isinstance(value, list):
+            listed, parts = True, value
+        elif isinstance(value, str):
+            parts = LIST_SEPARATOR.split(value)
+        elif value is None:
+            continue
+        else:
+            raise ValueError(f"expected a list or text, got {value!r}")
+        items.extend(item for item in map(_text, parts) if item is not None)
+    # An empty JSON list says "none"; empty cells say nothing (unknown, null).
+    return items if items or listed else None
+
+
+def _flag(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in MISSING_TEXT:
+        return None
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise ValueError(f"{value!r} is neither true nor false (yes/no, 1/0)")
+
+
+def row_fields(row: Row, columns: dict[str, tuple[str, ...]]) -> tuple[dict[str, Any], list[Rejection]]:
+    """The fields a row gives (those whose column it has), converted for the Skill model."""
+    given: dict[str, Any] = {}
+    rejections = []
+    for name, names in columns.items():
+        present = [row.cells[c] for c in names if c in row.cells]
+        if not present:
+            continue
+        try:
+            if name in LIST_FIELDS:
+                given[name] = _items(present)
+            elif name in FLAG_FIELDS:
+                given[name] = _flag(present[0])
+            else:
+                given[name] = _text(present[0])
+        except ValueError as exc:
+            rejections.append(Rejection(row.number, name, str(exc)))
+    if given.get("sample_utterances", []) is None:
+        given["sample_utterances"] = []  # the model's "none known" for phrases
+    return given, rejections
+
+
+@dataclass
+class _Merge:
+    """What one import knows while it goes through the rows."""
+
+    crawl: Crawl
+    options: ImportOptions
+    columns: dict[str, tuple[str, ...]]
+    stored: dict[str, dict[str, Any]]  # the store's records, updated row by row
+    curated_files: dict[str, Path]
+    known_categories: set[str]
+    result: ImportResult
+    first_row: dict[str, int] = field(default_factory=dict)
+
+    def add(self, row: Row) -> None:
+        if row.problem is not None:
+            self.result.rejections.append(Rejection(row.number, "", row.problem))
+            return
+        given, rejections = row_fields(row, self.columns)
+        skill_id = given.get("id") if isinstance(given.get("id"), str) else None
+        if skill_id in self.curated_files:
+            self.result.curated.append(CuratedConflict(row.number, skill_id, self.curated_files[skill_id]))
+            return
+        if skill_id in self.first_row:
+            rejections.append(Rejection(row.number, "id", f"{skill_id!r} is also on row {self.first_row[skill_id]}"))
+        elif skill_id is not None:
+            self.first_row[skill_id] = row.number
+        old = self.stored.get(skill_id) if skill_id is not None else None
+        record, problems = self._validate(row, self._record(given, old))
+        reported = {r.field for r in rejections}
+        rejections += [p for p in problems if p.field not in reported]
+        if rejections:
+            self.result.rejections.extend(rejections)
+            return
+        self._count(record, old)
+
+    def _record(self, given: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+        record = {**(old or {}), **given}
+        if record.get("category") is None and self.options.category:
+            record["category"] = self.options.category
+        if given.get("source") is None:
+            record["source"] = self.options.source or self.crawl.path.name
+        return record
+
+    def _validate(self, row: Row, record: dict[str, Any]) -> tuple[dict[str, Any], list[Rejection]]:
+        """The record as the store keeps it (every field, JSON types), or why the row is rejected."""
+        problems = [Rejection(row.number, name, self._missing(row, name)) for name in (*REQUIRED_COLUMNS, "category")
+                    if record.get(name) is None]
+        category = record.get("category")
+        if isinstance(category, str) and category not in self.known_categories:
+            problems.append(Rejection(row.number, "category", self._unknown_category(category)))
+        try:
+            skill = Skill.model_validate(record)
+        except ValidationError as exc:
+            reported = {r.field for r in problems}
+            invalid = [Rejection(row.number, format_loc(tuple(e["loc"])), e["msg"].removeprefix("Value error, "))
+                       for e in exc.errors()]
+            return record, problems + [r for r in invalid if r.field not in reported]
+        return skill.model_dump(mode="json"), problems
+
+    def _unknown_category(self, category: str) -> str:
+        known = ", ".join(sorted(self.known_categories))
+        column = self.columns.get("category", ("category",))[0]
+        # Crawls name the store's own category "category"; it is not the persona the skill is for.
+        return (f"{category!r} is not a catalog category ({known}); for the store's categories, use "
+                f"--map store_category={column} --map category= --category CATEGORY")
+
+    def _missing(self, row: Row, name: str) -> str:
+        column = next((c for c in self.columns.get(name, ()) if c in row.cells), None)
+        where = f"column {column!r} is empty" if column else f"the row has no {self.columns.get(name, (name,))[0]!r}"
+        return f"missing ({where} and there is no --category)" if name == "category" else f"missing ({where})"
+
+    def _count(self, record: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if old is None:
+            self.result.added += 1
+        elif record == old:
+            self.result.unchanged += 1
+        else:
+            self.result.updated += 1
+        self.stored[record["id"]] = record
+
+
+# -- the import ----------------------------------------------------------------------------------------
+
+
+def plan_import(folder: Path, path: Path, options: ImportOptions) -> tuple[ImportResult, dict[str, dict[str, Any]]]:
+    """Read and check the file against the catalog; return the report and the store's new records."""
+    curated = load_curated(folder)
+    known = set(CATEGORIES) | {s.category for s in curated.skills.values()}
+    if options.category and options.category not in known:
+        raise CrawlError(f"--category {options.category}: not a catalog category ({', '.join(sorted(known))})")
+    crawl = read_crawl(path, options.fmt)
+    columns = resolve_columns(crawl, options)
+    store = folder / IMPORTED_STORE
+    stored = _stored_records(store)
+    result = ImportResult(path, store, rows=len(crawl.rows), columns=columns)
+    merge = _Merge(crawl, options, columns, stored, curated.files, known, result)
+    for row in crawl.rows:
+        merge.add(row)
+    result.stored = len(stored)
+    return result, stored
+
+
+def _stored_records(store: Path) -> dict[str, dict[str, Any]]:
+    if not store.is_file():
+        return {}
+    opened = ImportedStore(store)
+    try:
+        return {skill_id: json.loads(record) for skill_id, record in opened.records().items()}
+    finally:
+        opened.close()
+
+
+def import_crawl(folder: Path, path: Path, options: ImportOptions, *, lock_wait: float | None = None) -> ImportResult:
+    """Import a crawl file into the catalog folder's store, all or nothing, one import at a time.
+
+    Raises TooManyRejected (nothing written) when more rows are rejected than options.max_rejected,
+    ImportBusy when another import holds the lock for longer than `lock_wait` seconds (default
+    LOCK_WAIT_SECONDS).
+    """
+    if options.dry_run:  # reads a snapshot of the store (it is only ever renamed over), writes nothing
+        return plan_import(folder, path, options)[0]
+    with import_lock(folder, LOCK_WAIT_SECONDS if lock_wait is None else lock_wait):
+        removed = remove_stale_temporaries(folder / IMPORTED_STORE)
+        result, records = plan_import(folder, path, options)
+        result.removed = removed
+        if result.rejected > options.max_rejected:
+            raise TooManyRejected(result, options.max_rejected)
+        if result.changed:
+            write_store(result.store, records.values())
+            result.written = True
+    return result
+
+
+@contextmanager
+def import_lock(folder: Path, wait: float) -> Iterator[None]:
+    """Hold the catalog folder's import lock; ImportBusy, naming the holder, after `wait` seconds.
+
+    flock is released by the kernel when its holder exits, however it exits: a killed import never
+    leaves the catalog locked. The holder's pid is written into the file for the message.
+    """
+    lock = folder / IMPORT_LOCK
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except FileNotFoundError:
+        raise ConfigError([Issue(folder, None, "", "catalog folder not found")]) from None
+    except OSError as exc:
+        raise OutputError(lock, f"cannot open the import lock: {exc.strerror or exc}", exc.errno) from None
+    try:
+        _acquire(fd, wait)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _acquire(fd: int, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise ImportBusy(f"another catalog import is running (pid {_holder(fd)}); nothing was imported, "
+                                 f"try again when it has finished") from None
+            time.sleep(0.1)
+
+
+def _holder(fd: int) -> str:
+    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return text if text.isdigit() else "unknown"
+
+
+def remove_stale_temporaries(store: Path) -> list[Path]:
+    """Remove the temporary stores of imports that were killed; the caller holds the import lock."""
+    removed = []
+    for stale in stale_temporaries(store):
+        stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
+def write_store(store: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Replace the store at once: a new file is written beside it, synced, and renamed over it."""
+    with replacing(store) as temporary:
+        _write_database(temporary, sorted(records, key=lambda r: r["id"]))
+
+
+def _write_database(path: Path, records: list[dict[str, Any]]) -> None:
+    db = sqlite3.connect(path)
+    try:
+        # Nobody reads this file before the rename, which is what makes the import atomic; a journal
+        # would only slow the writing down.
+        db.execute("PRAGMA journal_mode = OFF")
+        db.execute(STORE_TABLE)
+        db.executemany("INSERT INTO skills (id, category, record) VALUES (?, ?, ?)",
+                       ((r["id"], r["category"], json.dumps(r, ensure_ascii=False)) for r in records))
+        db.execute(STORE_INDEX)
+        db.execute(f"PRAGMA user_version = {STORE_VERSION}")
+        db.commit()
+    except sqlite3.Error as exc:
+        # As the OSError a full disk gives any other writer, so that durable.replacing reports it.
+        full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        raise OSError(errno.ENOSPC if full else errno.EIO, f"SQLite: {exc}") from None
+    finally:
+        db.close()

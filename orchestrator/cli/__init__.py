@@ -1,0 +1,2 @@
+"""The `orchestrator` command: its commands (main and one module per group), shared options, and the
+operator's progress display."""

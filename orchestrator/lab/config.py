@@ -1,0 +1,121 @@
+"""The lab file: which Echos exist, the speaker and microphone beside each, and how to listen.
+
+    audio_backend: sounddevice          # or pyaudio
+    echos:
+      - name: kitchen
+        room: a                          # Echos of one room never speak at the same time
+        speaker: "USB Audio Device"      # PortAudio device name, or a unique part of it
+        microphone: "Blue Yeti"
+    endpointing:
+      no_answer_timeout: 8.0             # seconds to wait for a reply to start
+      max_reply: 30.0                    # streams (music, radio) are cut here
+      hangover: 0.7                      # silence that ends a reply; pauses inside one reach 0.6 s
+    rig_check:                           # the probe before every night (`orchestrator lab check`)
+      before_night: true
+      min_level: -40                     # dBFS an Echo's own microphone must hear its probe at
+      max_crosstalk: -50                 # dBFS a microphone of another room must stay below
+    speech_model: pocketsphinx-en-us     # what transcribes the replies (`orchestrator models list`);
+                                         # --model and ORCHESTRATOR_ASR_MODEL win over it
+
+A virtual lab writes the same file with `virtual_lab:` set to its folder; the runner then calls
+the virtual lab's hooks (lab/hooks.py) instead of a physical lab's empty ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.audio.vad import EndpointConfig
+from orchestrator.core import config_files
+from orchestrator.core.config_files import CleanText
+
+Backend = Literal["sounddevice", "pyaudio"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EchoConfig(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    room: CleanText | None = None
+    speaker: CleanText = Field(min_length=1)
+    microphone: CleanText = Field(min_length=1)
+    backend: Backend | None = None
+
+    @property
+    def room_key(self) -> str:
+        return self.room or f"echo:{self.name}"
+
+
+class Endpointing(Strict):
+    no_answer_timeout: float = Field(8.0, gt=0, le=120)
+    max_reply: float = Field(30.0, gt=0, le=3600)
+    hangover: float = Field(0.7, gt=0.1, le=5)
+    aggressiveness: int = Field(2, ge=0, le=3)
+
+    def config(self, **overrides: float) -> EndpointConfig:
+        values = self.model_dump() | overrides
+        return EndpointConfig(**values)
+
+
+class RigCheck(Strict):
+    """The rig self-test: each speaker plays a tone its own microphone must hear, and no other room may."""
+
+    before_night: bool = True
+    probe_level: float = Field(-12.0, ge=-40, le=-3)
+    min_level: float = Field(-40.0, ge=-90, le=-3)
+    max_crosstalk: float = Field(-50.0, ge=-100, le=-3)
+    #: The probe must also stand this far above the microphone's noise in its band.
+    min_snr: float = Field(10.0, ge=3, le=60)
+
+
+class LabConfig(Strict):
+    audio_backend: Backend = "sounddevice"
+    echos: list[EchoConfig] = Field(min_length=1)
+    endpointing: Endpointing = Endpointing()
+    rig_check: RigCheck = RigCheck()
+    speech_model: str | None = Field(None, min_length=1)
+    virtual_lab: Path | None = None
+
+    def echo(self, name: str) -> EchoConfig:
+        for echo in self.echos:
+            if echo.name == name:
+                return echo
+        raise KeyError(name)
+
+    def backend_of(self, echo: EchoConfig) -> Backend:
+        return echo.backend or self.audio_backend
+
+    def device_row(self, echo: EchoConfig) -> dict[str, str | None]:
+        """The Echo as the log's `devices` table records it (`log.upsert_device`)."""
+        return {"name": echo.name, "room": echo.room, "speaker_device": echo.speaker,
+                "microphone_device": echo.microphone, "audio_backend": self.backend_of(echo)}
+
+
+def load_lab(path: Path) -> LabConfig:
+    document = config_files.read_document(path)
+    lab = config_files.validate(document, LabConfig)
+    issues = []
+    for field, what in (("name", "Echo name"), ("speaker", "speaker"), ("microphone", "microphone")):
+        issues += _used_twice(document, lab, field, what)
+    if issues:
+        raise config_files.ConfigError(issues)
+    return lab
+
+
+def _used_twice(document: config_files.Document, lab: LabConfig, field: str, what: str) -> list[config_files.Issue]:
+    """An Echo's name, speaker or microphone that another Echo has too: one device cannot serve two rooms."""
+    first: dict[str, int] = {}
+    issues = []
+    for index, echo in enumerate(lab.echos):
+        value = getattr(echo, field)
+        if value in first:
+            issues.append(document.issue(("echos", index, field),
+                                         f"{what} {value!r} is used twice (also echos[{first[value]}])"))
+        first.setdefault(value, index)
+    return issues

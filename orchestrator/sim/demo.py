@@ -1,0 +1,113 @@
+"""The demo night: the demo personas on virtual Echos, with real audio, speech and decoding.
+
+A private PulseAudio server provides the speaker and microphone of every virtual Echo
+(sim/lab.py); a separate process plays the Echos themselves, in an Echo-like voice (sim/echo.py,
+sim/voice.py); the personas run exactly as they would in a physical lab (night.py, run.py), and
+what each reply meant is read from its transcript.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from orchestrator.asr import SpeechModel, check
+from orchestrator.catalog.skills import Catalog, Skill, load_catalog
+from orchestrator.core import settings
+from orchestrator.lab.config import EchoConfig, Endpointing, LabConfig
+from orchestrator.plan.persona import LoadedPersona, compile_plan, load_personas
+from orchestrator.runner.night import Night
+from orchestrator.runner.progress import Progress
+from orchestrator.runner.run import RunRequest, RunSummary
+from orchestrator.sim import voice
+from orchestrator.sim.echo import SCRIPT, SimScript, SimulatedEchos, phrases, said_path, truth_path
+from orchestrator.sim.lab import VirtualLab
+
+#: Short enough that the demo's radio stream is cut quickly; long enough for every spoken reply.
+DEMO_ENDPOINTING = Endpointing(no_answer_timeout=6.0, max_reply=10.0, hangover=0.7)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    db: Path
+    audio_dir: Path
+    model: SpeechModel
+    echos: int = 2
+    backends: tuple[str, ...] = ("sounddevice",)  # Echo i uses backends[i % len(backends)]
+    lab_dir: Path | None = None
+    personas_dir: Path | None = None
+    catalog_dir: Path | None = None
+    sim_script: Path = SCRIPT  # what the simulated Echos answer
+
+
+def demo_personas(folder: Path, catalog: Catalog, echos: int) -> list[LoadedPersona]:
+    """The demo personas, bound to echo1..echoN; with more Echos than personas they repeat."""
+    templates = load_personas(sorted(folder.glob("*.yaml")), catalog)
+    templates.sort(key=lambda p: p.persona.echo)
+    chosen = []
+    for i in range(echos):
+        template = templates[i % len(templates)]
+        suffix = "" if i < len(templates) else f"-{i // len(templates) + 1}"
+        persona = template.persona.model_copy(update={"name": template.persona.name + suffix, "echo": f"echo{i + 1}"})
+        chosen.append(replace(template, persona=persona))
+    return chosen
+
+
+def run_demo(options: DemoSettings, progress: Progress) -> list[RunSummary]:
+    home = settings.project_home()
+    catalog = load_catalog(options.catalog_dir or home / "skills_catalog")
+    personas = demo_personas(options.personas_dir or home / "persona_scripts" / "demo", catalog, options.echos)
+    check(options.model)
+    lab_dir = options.lab_dir or settings.data_dir() / "lab"
+    night = Night(options.model, lab_dir, on_event=progress, on_phase=progress.phase)
+    try:
+        return _demo_night(options, progress, night, catalog, personas, lab_dir)
+    finally:
+        night.close()
+
+
+def _demo_night(options: DemoSettings, progress: Progress, night: Night, catalog: Catalog,
+                personas: list[LoadedPersona], lab_dir: Path) -> list[RunSummary]:
+    night.begin_loading()
+    script = SimScript.load(options.sim_script).with_catalog(skills_used(personas, catalog))
+    progress.phase("rendering the simulated Echos' voice")
+    clips = render_sim_voice(script, options.audio_dir)
+    names = [p.persona.echo for p in personas]
+    progress.phase(f"starting a virtual lab with {len(names)} Echos in {lab_dir}")
+    with VirtualLab(lab_dir, names) as vlab:
+        vlab.activate()
+        _reset_lab_logs(lab_dir, names)
+        lab = LabConfig(
+            audio_backend=options.backends[0],  # type: ignore[arg-type]
+            echos=[EchoConfig(name=n, room=n, speaker=vlab.echos[n].speaker, microphone=vlab.echos[n].microphone,
+                              backend=options.backends[i % len(options.backends)])  # type: ignore[arg-type]
+                   for i, n in enumerate(names)],
+            endpointing=DEMO_ENDPOINTING, virtual_lab=lab_dir,
+        )
+        (lab_dir / "lab.yaml").write_text(_lab_yaml(lab))
+        progress.phase("starting the simulated Echos")
+        with SimulatedEchos(lab_dir, names, script, clips, options.backends[0]):
+            requests = [RunRequest(p, lab, catalog, options.db, options.audio_dir, options.model,
+                                   asr_socket=Path(), asr_authkey=b"") for p in personas]
+            return night.run(requests)
+
+
+def skills_used(personas: list[LoadedPersona], catalog: Catalog) -> list[Skill]:
+    ids = {step.skill_id for p in personas for step in compile_plan(p.persona, catalog) if step.skill_id}
+    return [catalog[skill_id] for skill_id in sorted(ids)]
+
+
+def render_sim_voice(script: SimScript, audio_dir: Path) -> dict[str, Path]:
+    return voice.render_many(phrases(script), settings.tts_cache_dir(audio_dir))
+
+
+def _reset_lab_logs(lab_dir: Path, names: list[str]) -> None:
+    for name in names:
+        said_path(lab_dir, name).unlink(missing_ok=True)
+        truth_path(lab_dir, name).unlink(missing_ok=True)
+
+
+def _lab_yaml(lab: LabConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(lab.model_dump(mode="json"), sort_keys=False)
