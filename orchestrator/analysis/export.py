@@ -223,7 +223,7 @@ def _export_parquet(db_path: Path | str, name: str, out: Path, row_group_rows: i
         batch = list(islice(rows, min(read_rows, row_group_rows)))
         schema = _schema(pa, columns, declared, batch)
         with pa.parquet.ParquetWriter(handle, schema, compression="zstd") as writer:
-            group: list[pa.RecordBatch] = []
+            group: list[Any] = []  # pyarrow RecordBatches
             grouped = 0
             while batch:
                 group.append(_record_batch(pa, schema, batch))

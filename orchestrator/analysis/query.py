@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Literal, TextIO, get_args
+from typing import IO, Any, Literal, TextIO, get_args
 
 from orchestrator.analysis.sql_guard import Authorizer, allowed_summary, guard
 
@@ -319,7 +319,7 @@ def _unique_keys(columns: Sequence[str]) -> list[str]:
     return keys
 
 
-def write_csv(out: TextIO, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+def write_csv(out: IO[str], columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """CSV with a header row; NULL is written as an empty field."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
@@ -327,7 +327,7 @@ def write_csv(out: TextIO, columns: Sequence[str], rows: Iterable[Sequence[Any]]
         writer.writerow([_text_value(v) for v in row])
 
 
-def write_jsonl(out: TextIO, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+def write_jsonl(out: IO[str], columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """One JSON object per line, keyed by column name."""
     keys = _unique_keys(columns)
     for row in rows:

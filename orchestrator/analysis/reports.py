@@ -295,7 +295,8 @@ def latest_night(db_path: Path | str) -> str | None:
     """The most recent night with a run, or None for an empty log."""
     _, rows = run_query(db_path, LATEST_NIGHT)
     with rows:
-        return next(rows)[0]
+        night = next(rows)[0]
+    return str(night) if night is not None else None
 
 
 def fetch_dicts(db_path: Path | str, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -107,7 +107,7 @@ def rms_dbfs(pcm: bytes) -> float:
     if samples.size == 0:
         return -120.0
     rms = np.sqrt(np.mean(samples**2))
-    return 20 * np.log10(max(rms, 1e-3) / 32768.0)
+    return float(20 * np.log10(max(rms, 1e-3) / 32768.0))
 
 
 def read_wav(path: Path) -> Clip:

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -432,7 +432,7 @@ def in_fresh_portaudio(func: Callable[..., T], *args: Any) -> T:
         return pool.apply(func, args)
 
 
-def check_devices(wanted: list[tuple[str, str, str]]) -> list[str]:
+def check_devices(wanted: Sequence[tuple[str, str, str]]) -> list[str]:
     """Which of (backend, device name, "input"|"output") cannot be opened by name, and why."""
     return in_fresh_portaudio(_device_problems, wanted)
 

@@ -126,6 +126,7 @@ class _Engine:
         self.voice: Voice | None = None
         # pyttsx3's getProperty("rate") calls espeak_GetParameter without its `current`
         # argument and so reads an arbitrary value: bind the C function properly.
+        self._get_parameter: Callable[[int, int], int] | None
         try:
             proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int)
             self._get_parameter = proto(("espeak_GetParameter", _espeak.dll))
@@ -452,7 +453,7 @@ class Synthesizer:
             log.info("espeak-ng needed %s attempts to take voice %s at rate %s",
                      payload["configure_attempts"], self.voice.name, self.voice.rate)
         self._slot.worker = worker
-        return payload
+        return dict(payload)
 
     def _live_worker(self) -> _Worker:
         worker = self._slot.worker

@@ -30,7 +30,6 @@ FRAME_SECONDS = FRAME_MS / 1000
 
 
 class Outcome(enum.Enum):
-    LISTENING = "listening"
     REPLY_ENDED = "ok"
     NO_RESPONSE = "no_response"
     MAX_LENGTH = "max_length"

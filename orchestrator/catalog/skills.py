@@ -105,7 +105,7 @@ class ImportedStore:
                 raise ConfigError([Issue(self.path, None, "", f"cannot read the imported skills: {exc}")]) from None
 
     def count(self) -> int:
-        return self._rows("SELECT count(*) FROM skills")[0][0]
+        return int(self._rows("SELECT count(*) FROM skills")[0][0])
 
     def count_of(self, ids: Iterable[str]) -> int:
         """How many of these ids are stored (a curated file may hide some imported records)."""

@@ -129,7 +129,9 @@ def import_(file: Path, catalog_dir: Path, fmt: str, mappings: list[tuple[str, s
 
 
 def _report(result: ImportResult, verbose: bool) -> None:
-    echo = lambda text: click.echo(for_terminal(text), err=True)  # noqa: E731
+    def echo(text: str) -> None:
+        click.echo(for_terminal(text), err=True)
+
     for stale in result.removed:
         echo(f"{stale}: removed, the temporary store of an earlier import that did not finish")
     echo(f"{result.path}: {result.rows} row(s): {result.added} added, {result.updated} updated, "

@@ -138,7 +138,7 @@ def format_size(size: int) -> str:
 class _Refused(yaml.MarkedYAMLError):
     """YAML that parses, but is more than a configuration file may hold."""
 
-    def __init__(self, problem: str, mark: yaml.Mark) -> None:
+    def __init__(self, problem: str, mark: Any) -> None:  # a yaml Mark, from the pure or the C parser
         super().__init__(problem=problem, problem_mark=mark)
 
 
@@ -154,8 +154,8 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth = 0
         self._nodes = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        event = self.peek_event()
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stubs leave it untyped
         if isinstance(event, yaml.AliasEvent):
             raise _Refused(f"aliases (*{event.anchor}) are not allowed in configuration files; write the value out",
                            event.start_mark)

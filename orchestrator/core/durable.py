@@ -40,7 +40,7 @@ class OutputError(OSError):
         super().__init__(reason)
         self.path = path
         self.reason = reason
-        self.errno = code  # type: ignore[assignment]
+        self.errno = code
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"

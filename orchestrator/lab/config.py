@@ -24,7 +24,7 @@ the virtual lab's hooks (lab/hooks.py) instead of a physical lab's empty ones.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +38,16 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceRow(TypedDict):
+    """An Echo as the log's `devices` table records it."""
+
+    name: str
+    room: str | None
+    speaker_device: str
+    microphone_device: str
+    audio_backend: str
 
 
 class EchoConfig(Strict):
@@ -91,7 +101,7 @@ class LabConfig(Strict):
     def backend_of(self, echo: EchoConfig) -> Backend:
         return echo.backend or self.audio_backend
 
-    def device_row(self, echo: EchoConfig) -> dict[str, str | None]:
+    def device_row(self, echo: EchoConfig) -> DeviceRow:
         """The Echo as the log's `devices` table records it (`log.upsert_device`)."""
         return {"name": echo.name, "room": echo.room, "speaker_device": echo.speaker,
                 "microphone_device": echo.microphone, "audio_backend": self.backend_of(echo)}

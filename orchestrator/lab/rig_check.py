@@ -160,13 +160,13 @@ def judge(lab: LabConfig, settings: RigCheck, probed: Sequence[str], heard: Sequ
             verdicts.append(Verdict(name, hz, "device_error", error=device_errors[name]))
             continue
         own = levels[(name, name)]
-        found = {"level_dbfs": own.level_dbfs, "noise_dbfs": own.noise_dbfs}
+        level, noise = own.level_dbfs, own.noise_dbfs
         if own.level_dbfs < settings.min_level or own.snr_db < settings.min_snr:
-            verdicts.append(Verdict(name, hz, "silent", **found, error=_silent(lab.echo(name), hz, own, settings)))
+            verdicts.append(Verdict(name, hz, "silent", level, noise, _silent(lab.echo(name), hz, own, settings)))
         elif leaks := _leaks(lab, settings, name, heard):
-            verdicts.append(Verdict(name, hz, "crosstalk", **found, error=leaks))
+            verdicts.append(Verdict(name, hz, "crosstalk", level, noise, leaks))
         else:
-            verdicts.append(Verdict(name, hz, "ok", **found))
+            verdicts.append(Verdict(name, hz, "ok", level, noise))
     return verdicts
 
 

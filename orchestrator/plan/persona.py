@@ -307,10 +307,10 @@ def compile_plan(persona: Persona, catalog: Catalog) -> list[PlannedStep]:
     session: str | None = None
     first_turn: dict[int, int] = {}  # a dialog is known by the index of its first turn
     for index, draft in enumerate(drafts):
-        step, session = _in_session(draft, session)
+        planned, session = _in_session(draft, session)
         delay = rng.uniform(*persona.jitter) if persona.jitter[1] > 0 else 0.0
         dialog = first_turn.setdefault(draft.source, index) if draft.dialog is not None else None
-        steps.append(replace(step, index=index, delay=round(delay, 3), dialog=dialog))
+        steps.append(replace(planned, index=index, delay=round(delay, 3), dialog=dialog))
     return steps
 
 

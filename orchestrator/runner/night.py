@@ -337,7 +337,7 @@ class _Workers:
         next start resumes; one that crashed on its own leaves a `failed` run.
         """
         request = self.requests[persona]
-        status = "interrupted" if resumable else "failed"
+        status: log.RunStatus = "interrupted" if resumable else "failed"
         # A resumed run is known before its worker says so: a kill during its start interrupts it again.
         run_id = self.run_ids.get(persona) or request.resume_run_id
         engine = log.open_log(request.db_path)

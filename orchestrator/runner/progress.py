@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
@@ -34,7 +34,7 @@ class Progress:
         self.console = console or operator_console()
         self.started = time.monotonic()
         self._live: RichProgress | None = None
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
         if self.console.is_terminal:
             self._live = RichProgress(
                 TextColumn("{task.fields[echo]:<8} {task.fields[persona]:<14}"), BarColumn(bar_width=20),
@@ -67,7 +67,7 @@ class Progress:
                 self._tasks[event.echo] = self._live.add_task("", total=event.total, echo=event.echo,
                                                               persona=event.persona)
             else:
-                self._tasks[event.echo] = -1
+                self._tasks[event.echo] = TaskID(-1)
         if self._live is not None:
             self._live.update(self._tasks[event.echo], description=f"{event.kind}: {event.text}")
 

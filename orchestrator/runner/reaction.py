@@ -86,6 +86,6 @@ class PlanReaction:
     def _classify(self, step: PlannedStep, text: str | None, status: str) -> Verdict | None:
         if step.kind not in CLASSIFIED_KINDS:
             return None
-        skill = self.catalog[step.skill_id] if step.skill_id in self.catalog else None
+        skill = self.catalog[step.skill_id] if step.skill_id is not None and step.skill_id in self.catalog else None
         return classify(text, step.kind, skill_name=skill.name if skill else None,
                         invocation=skill.invocation_name if skill else None, status=status)

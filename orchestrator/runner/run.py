@@ -26,14 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine
 
 from orchestrator import log
 from orchestrator.asr import SpeechModel, Transcript, TranscriptionClient, TranscriptionError
 from orchestrator.audio.clip import MIC_FORMAT, AudioFormat, Clip, concat, read_wav, silence, write_wav_atomic
-from orchestrator.audio.devices import DeviceError, Microphone, Playback, Speaker, open_backend
+from orchestrator.audio.devices import Chunk, DeviceError, Microphone, Playback, Speaker, open_backend
 from orchestrator.audio.speech import OUTPUT_RATE, SynthesisError, Synthesizer, Voice
 from orchestrator.audio.vad import EndpointConfig, EndpointDetector, Outcome, ReplyBounds
 from orchestrator.catalog.skills import Catalog
@@ -190,7 +190,7 @@ class Rig:
                         transcript_error, self.mic.overflows - overflows_before)
 
     @staticmethod
-    def _after(chunk: Any, start: float) -> bytes:
+    def _after(chunk: Chunk, start: float) -> bytes:
         """The part of a chunk captured after `start`: our own prompt is not part of the reply."""
         if chunk.end <= start:
             return b""
@@ -406,7 +406,7 @@ class PersonaRun:
         attempt = self.attempts.get(step.index, 0)
         audio = self.recordings / str(run_id) / f"{step.index:03d}-{attempt}-{step.kind}.wav"
         write_wav_atomic(audio, Clip(ex.recorded, MIC_FORMAT))
-        status = ex.bounds.outcome.value
+        status: log.InteractionStatus = ex.bounds.outcome.value
         judgement = self.reaction.judge(step, ex.transcript.text if ex.transcript else None, status)
         fields = _exchange_fields(prompt, ex) | judgement.fields()
         if ex.transcript_error:
@@ -415,7 +415,8 @@ class PersonaRun:
                                **fields)
         if step.kind in ("enable", "disable") and step.skill_id:
             outcome = judgement.verdict.outcome if judgement.verdict else status
-            log.record_install(self.engine, run_id=run_id, skill_id=step.skill_id, action=step.kind,
+            action = cast(log.InstallAction, step.kind)
+            log.record_install(self.engine, run_id=run_id, skill_id=step.skill_id, action=action,
                                outcome=outcome, interaction_id=row)
         return status, MIC_FORMAT.seconds(len(ex.recorded))
 

@@ -78,9 +78,9 @@ def _demo_night(options: DemoSettings, progress: Progress, night: Night, catalog
         vlab.activate()
         _reset_lab_logs(lab_dir, names)
         lab = LabConfig(
-            audio_backend=options.backends[0],  # type: ignore[arg-type]
+            audio_backend=options.backends[0],
             echos=[EchoConfig(name=n, room=n, speaker=vlab.echos[n].speaker, microphone=vlab.echos[n].microphone,
-                              backend=options.backends[i % len(options.backends)])  # type: ignore[arg-type]
+                              backend=options.backends[i % len(options.backends)])
                    for i, n in enumerate(names)],
             endpointing=DEMO_ENDPOINTING, virtual_lab=lab_dir,
         )

@@ -452,7 +452,7 @@ def blocks(clip: Clip, seconds: float) -> list[Clip]:
 def radio_bed(fmt: AudioFormat, seconds: float) -> Clip:
     """A soft chord that sits under the radio announcer, as music does under a DJ."""
     t = np.arange(int(fmt.rate * seconds)) / fmt.rate
-    wave = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)) / 3
+    wave = np.sum([np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)], axis=0) / 3
     return Clip((wave * 2500).astype(np.int16).tobytes(), fmt)
 
 

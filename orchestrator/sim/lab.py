@@ -92,8 +92,8 @@ class _SoundServer:
         self.index = index
         self.runtime = runtime
         self.rate = rate
-        self.process: subprocess.Popen | None = None
-        self.keepalive: dict[str, subprocess.Popen] = {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.keepalive: dict[str, subprocess.Popen[bytes]] = {}
         self.modules: dict[str, int] = {}
 
     def env(self, alsa_config: Path) -> dict[str, str]:
@@ -508,7 +508,7 @@ def check_programs() -> None:
         )
 
 
-def _terminate(proc: subprocess.Popen, timeout: float = 3.0) -> None:
+def _terminate(proc: subprocess.Popen[bytes], timeout: float = 3.0) -> None:
     if proc.poll() is not None:
         return
     try:
