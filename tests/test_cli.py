@@ -133,13 +133,34 @@ def test_validate_missing_lab_file(runner, tmp_path):
     assert f"{missing}: file not found" in result.stderr
 
 
-def test_validate_without_arguments_checks_personas_in_subfolders(runner, lab, tmp_path, monkeypatch):
-    folder = tmp_path / "home" / "persona_scripts" / "demo"
-    folder.mkdir(parents=True)
+def test_validate_without_arguments_checks_the_study_personas(runner, lab, tmp_path, monkeypatch):
+    folder = tmp_path / "home" / "persona_scripts"
+    (folder / "demo").mkdir(parents=True)
     (folder / "broken.yaml").write_text("name: [\n")
+    (folder / "demo" / "other-lab.yaml").write_text("name: demo\ncontrol: true\necho: echo-of-the-demo\n")
     monkeypatch.setenv("ORCHESTRATOR_HOME", str(tmp_path / "home"))
     result = runner.invoke(main, ["validate", "--lab", str(lab), "--catalog", str(CATALOG_DIR)])
     assert result.exit_code == 2
+    assert "broken.yaml:2: not valid YAML" in result.stderr and "echo-of-the-demo" not in result.stderr
+
+
+def test_the_shipped_files_validate_out_of_the_box(runner, monkeypatch, tmp_path):
+    monkeypatch.delenv("ORCHESTRATOR_LAB", raising=False)
+    monkeypatch.delenv("ORCHESTRATOR_HOME", raising=False)
+    if (PROJECT / "lab.yaml").exists():
+        pytest.skip("this checkout has a lab.yaml of its own")
+    result = runner.invoke(main, ["validate"])
+    assert result.exit_code == 0, result.stderr
+    assert "no lab.yaml yet: checking against lab.example.yaml" in result.stderr
+    assert result.stdout.startswith("ok: lab file") and "10 persona file(s)" in result.stdout
+
+
+def test_a_missing_lab_file_says_how_to_make_one(runner, tmp_path):
+    missing = tmp_path / "lab.yaml"
+    pets = PROJECT / "persona_scripts" / "pets-animals.yaml"
+    result = runner.invoke(main, ["run", "--dry-run", str(pets), "--lab", str(missing)])
+    assert result.exit_code == 2
+    assert "copy lab.example.yaml to lab.yaml" in result.stderr and "orchestrator devices" in result.stderr
 
 
 # -- run --dry-run ----------------------------------------------------------------------------------------

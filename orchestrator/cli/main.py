@@ -189,12 +189,24 @@ def _run_personas(loaded: list[Any], catalog: Any, lab: Any, db: Path, audio_dir
 def validate(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path) -> None:
     """Check the lab file, the catalog and persona files together; every problem is listed.
 
-    With no persona files, every *.yaml under persona_scripts/ (and its subfolders) is checked. Exit code 2 when
-    anything is wrong, with the file, line and field of each problem.
+    With no persona files, the study's personas (persona_scripts/*.yaml) are checked; the demo's
+    (persona_scripts/demo/) bind to the Echos of the virtual lab the demo builds. Without a lab
+    file (no --lab, and no lab.yaml yet), they are checked against lab.example.yaml. Exit code 2
+    when anything is wrong, with the file, line and field of each problem.
+
+    \b
+    orchestrator validate
+    orchestrator validate persona_scripts/dating.yaml --lab lab.yaml
     """
+    from orchestrator.lab.config import EXAMPLE
     from orchestrator.plan.validate import validate_all
 
-    paths = list(personas) or sorted((settings.project_home() / "persona_scripts").rglob("*.yaml"))
+    home = settings.project_home()
+    paths = list(personas) or sorted((home / "persona_scripts").glob("*.yaml"))
+    if lab_path == settings.default_lab_file() and not lab_path.exists() and (home / EXAMPLE).is_file():
+        stderr.print(f"no {lab_path.name} yet: checking against {EXAMPLE} (copy it to {lab_path.name} and put in "
+                     "your devices' names)")
+        lab_path = home / EXAMPLE
     report = validate_all(lab_path, catalog_dir, paths)
     click.echo(report)
 

@@ -107,7 +107,15 @@ class LabConfig(Strict):
                 "microphone_device": echo.microphone, "audio_backend": self.backend_of(echo)}
 
 
+#: Where a new lab file comes from.
+EXAMPLE = "lab.example.yaml"
+
+
 def load_lab(path: Path) -> LabConfig:
+    if not path.exists() and not path.is_symlink():
+        raise config_files.ConfigError([config_files.Issue(
+            path, None, "", f"file not found: a lab file names each Echo's speaker and microphone; copy {EXAMPLE} to "
+                            f"{path.name} and put in the device names `orchestrator devices` lists")])
     document = config_files.read_document(path)
     lab = config_files.validate(document, LabConfig)
     issues = []
