@@ -259,6 +259,27 @@ def test_a_killed_night_leaves_nothing_speaking_and_the_next_run_resumes_it(rig,
     assert done == planned
 
 
+def test_a_transcription_server_that_dies_mid_night_is_brought_back(rig):
+    events = rig["events"]
+    _drain(events)
+    thread, result, _pids = _start(rig, [_request(rig, rig["other"])])
+    _wait_for_step_start(events, 30.0)
+    time.sleep(1.0)  # the prompt plays; its reply's transcription stream is open
+    dead = rig["night"].transcription_pid
+    os.kill(dead, signal.SIGKILL)
+    thread.join(timeout=180)
+    assert not thread.is_alive()
+    [summary] = result["summaries"]
+    assert summary.status == "completed", summary
+    assert rig["night"].transcription_pid not in (None, dead)
+    db = sqlite3.connect(rig["db"])
+    rows = db.execute("SELECT step_index, attempt, status, error FROM interactions WHERE run_id = ? "
+                      "ORDER BY step_index, attempt", (summary.run_id,)).fetchall()
+    assert rows[0][:3] == (0, 0, "error") and "transcription" in rows[0][3], rows
+    assert rows[1][:3] == (0, 1, "ok"), rows  # the step in flight, tried again on the new server
+    assert [r[2] for r in rows[2:]] == ["ok", "ok"], rows
+
+
 def test_a_device_that_disappears_fails_its_echo_and_the_others_finish(rig):
     events = rig["events"]
     _drain(events)

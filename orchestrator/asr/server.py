@@ -73,6 +73,9 @@ _MAX_SOCKET_PATH = 107
 #: orchestrator is still busy speaking to the Echo.
 _WARMUP_SECONDS = 1.0
 
+#: How often a client waiting for a restarted server tries to connect again.
+_RECONNECT_POLL = 0.2
+
 #: Idle warm recognizers the server keeps for reconnecting clients (each holds its own graph cache).
 _SPARE_RECOGNIZERS = 2
 
@@ -668,9 +671,11 @@ class Stream:
 class TranscriptionClient:
     """Opens streams to a TranscriptionServer; thread-safe, keeps finished connections warm."""
 
-    def __init__(self, socket_path: Path, authkey: bytes) -> None:
+    def __init__(self, socket_path: Path, authkey: bytes, reconnect_seconds: float = 0.0) -> None:
         self.socket_path = Path(socket_path)
         self.authkey = authkey
+        # How long a new connection waits for a server that is down: its owner may be restarting it.
+        self.reconnect_seconds = reconnect_seconds
         self._idle: list[_Link] = []
         self._lock = threading.Lock()
 
@@ -698,13 +703,16 @@ class TranscriptionClient:
             self._idle.append(link)
 
     def _connect(self) -> _Link:
-        try:
-            conn = Client(str(self.socket_path), family="AF_UNIX", authkey=self.authkey)
-        except (OSError, EOFError, multiprocessing.AuthenticationError) as exc:
-            raise TranscriptionError(
-                f"transcription server not reachable at {self.socket_path}: {exc!r}"
-            ) from exc
-        return _Link(conn)
+        deadline = time.monotonic() + self.reconnect_seconds
+        while True:
+            try:
+                return _Link(Client(str(self.socket_path), family="AF_UNIX", authkey=self.authkey))
+            except (OSError, EOFError, multiprocessing.AuthenticationError) as exc:
+                if time.monotonic() >= deadline:
+                    raise TranscriptionError(
+                        f"transcription server not reachable at {self.socket_path}: {exc!r}"
+                    ) from exc
+            time.sleep(_RECONNECT_POLL)
 
     def close(self) -> None:
         with self._lock:

@@ -196,8 +196,26 @@ class Night:
             for sig, handler in saved.items():
                 signal.signal(sig, handler)
 
+    @property
+    def transcription_pid(self) -> int | None:
+        """The transcription server's process id (for the operator, and for tests that kill it)."""
+        return self._server.pid
+
+    def _keep_transcribing(self) -> None:
+        """Bring back a transcription server that died during the night; the workers wait for it."""
+        if self._server.running:
+            return
+        self.on_phase("the transcription server stopped; restarting it")
+        try:
+            self._server.ensure_running()
+        except Exception as exc:  # noqa: BLE001 - the workers' steps fail and are recorded; the night goes on
+            self.on_phase(f"the transcription server could not be restarted: {exc}")
+            return
+        self.on_phase("the transcription server is back")
+
     def _run_workers(self, requests: list[RunRequest]) -> list[RunSummary]:
-        workers = _Workers(self._ctx, requests, self.work_dir / "logs", self._stop, self.on_event)
+        workers = _Workers(self._ctx, requests, self.work_dir / "logs", self._stop, self.on_event,
+                           self._keep_transcribing)
         self.worker_pids = workers.pids
         with self.stop_on_signals():
             return workers.watch()
@@ -246,9 +264,10 @@ class _Workers:
     """The worker processes of one night, and the watchdog that keeps them honest."""
 
     def __init__(self, ctx: Any, requests: list[RunRequest], log_dir: Path, stop: Any,
-                 on_event: Callable[[StepEvent], None]) -> None:
+                 on_event: Callable[[StepEvent], None], on_tick: Callable[[], None] = lambda: None) -> None:
         self.events = ctx.Queue()
         self.on_event = on_event
+        self.on_tick = on_tick  # the night's own round of checks, a few times a second
         self.requests = {r.persona.persona.name: r for r in requests}
         rooms = {r.lab.echo(r.persona.persona.echo).room_key for r in requests}
         # Held here for the workers' lifetime: a spawned child rebuilds a lock from its name, which
@@ -278,6 +297,7 @@ class _Workers:
                 self._drain()
                 self._reap_dead()
                 self._enforce_deadlines()
+                self.on_tick()
         finally:
             for proc in self.procs.values():
                 proc.join(timeout=5)

@@ -53,7 +53,7 @@ class Progress:
         style = STATUS_STYLE.get(event.status, "red")
         self.console.print(
             f"[dim]{self._elapsed():6.1f}s[/] {event.echo:<8} {event.persona:<14} "
-            f"step {event.index + 1:>2}/{event.total:<2} {event.kind:<8} [{style}]{event.status:<11}[/] "
+            f"step #{event.index:<3} {event.kind:<8} [{style}]{event.status:<11}[/] "
             f"{event.audio_seconds:5.1f}s  {event.text}",
             highlight=False,
         )
@@ -78,14 +78,15 @@ class Progress:
     def summary(self, summaries: list[RunSummary], db: Path, audio_dir: Path) -> None:
         if self._live is not None:
             self._live.stop()
+        # The columns of `orchestrator report night`, under the same names.
         table = Table(title="Night summary")
-        columns = ("persona", "echo", "run", "status", "steps", "ok", "no answer", "cut", "skipped", "errors",
-                   "audio s")
+        columns = ("persona", "echo", "run", "status", "steps", "ok", "no_answer", "max_length", "skipped", "errors",
+                   "audio_minutes")
         for column in columns:
             table.add_column(column, justify="left" if column in ("persona", "echo", "status") else "right")
         for s in summaries:
             table.add_row(s.persona, s.echo, str(s.run_id), s.status, str(s.steps), str(s.ok), str(s.no_response),
-                          str(s.max_length), str(s.skipped), str(s.errors), f"{s.audio_seconds:.1f}")
+                          str(s.max_length), str(s.skipped), str(s.errors), f"{s.audio_seconds / 60:.1f}")
         self.console.print(table)
         for s in summaries:
             if s.error:

@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -101,12 +101,10 @@ class RunSummary:
     errors: int = 0
     audio_seconds: float = 0.0
     error: str | None = None
-    counts: dict[str, int] = field(default_factory=dict)
 
     def count(self, status: str, audio_seconds: float) -> None:
         self.steps += 1
         self.audio_seconds += audio_seconds
-        self.counts[status] = self.counts.get(status, 0) + 1
         if status == "ok":
             self.ok += 1
         elif status == "no_response":
@@ -169,11 +167,12 @@ class Rig:
         self.mic.close()
 
     def exchange(self, prompt: Prompt, endpoint: EndpointConfig, listen_seconds: float | None) -> Exchange:
+        # Before the prompt: a transcription server being restarted is waited for, not talked over.
+        stream = self.asr.stream()
         self.hooks.before_prompt(self.echo.name, prompt.text, prompt.clip.duration)
         self.mic.drain()
         overflows_before = self.mic.overflows
         playback = self.speaker.play(prompt.clip)
-        stream = self.asr.stream()
         detector = EndpointDetector(MIC_FORMAT, endpoint)
         recorded = bytearray()
         bounds = None
@@ -209,6 +208,9 @@ def _listen_outcome(detector: EndpointDetector, recorded: float, seconds: float)
     return ReplyBounds(Outcome.REPLY_ENDED, detector.onset, detector.last_speech_end, recorded)
 
 
+#: A step waits this long for a transcription server that is down: the night restarts a dead one
+#: within seconds (night.py), and the step in flight when it died is retried.
+ASR_RECONNECT = 30.0
 #: A dead server is noticed at once (the connection closes); this only bounds a hung one. A loaded
 #: machine may decode slower than real time for a while, and that must not cost a transcript.
 TRANSCRIPT_TIMEOUT = 60.0
@@ -318,7 +320,7 @@ class PersonaRun:
         return run_id
 
     def _open_rig(self, prompts: dict[int, Prompt]) -> Rig:
-        asr = TranscriptionClient(self.request.asr_socket, self.request.asr_authkey)
+        asr = TranscriptionClient(self.request.asr_socket, self.request.asr_authkey, reconnect_seconds=ASR_RECONNECT)
         speaker_format = next(iter(prompts.values())).clip.format if prompts else AudioFormat(OUTPUT_RATE)
         return Rig(self.request.lab, self.echo, speaker_format, asr, hooks_for(self.request.lab.virtual_lab))
 
@@ -372,7 +374,7 @@ class PersonaRun:
     def _longest(self, step: PlannedStep, prompts: dict[int, Prompt]) -> float:
         """The most a step may take before the night's watchdog calls the worker stuck."""
         prompt = prompts[step.index].clip.duration if step.index in prompts else 0.0
-        one_attempt = prompt + longest_recording(self._endpoint(step)) + TRANSCRIPT_TIMEOUT
+        one_attempt = ASR_RECONNECT + prompt + longest_recording(self._endpoint(step)) + TRANSCRIPT_TIMEOUT
         return step.delay + (step.pause_seconds or 0.0) + (STEP_RETRIES + 1) * one_attempt + STEP_SLACK_SECONDS
 
     def _skip(self, step: PlannedStep, prompt: Prompt, summary: RunSummary, reason: str) -> None:
@@ -418,7 +420,8 @@ class PersonaRun:
             action = cast(log.InstallAction, step.kind)
             log.record_install(self.engine, run_id=run_id, skill_id=step.skill_id, action=action,
                                outcome=outcome, interaction_id=row)
-        return status, MIC_FORMAT.seconds(len(ex.recorded))
+        # A step's audio, as `report night` counts it: the prompt played and the reply recorded.
+        return status, prompt.clip.duration + MIC_FORMAT.seconds(len(ex.recorded))
 
     def _endpoint(self, step: PlannedStep) -> EndpointConfig:
         return endpoint_for(step, self.request.lab.endpointing)
