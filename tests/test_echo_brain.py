@@ -420,3 +420,22 @@ def test_radio_bed():
 def test_invocation_that_starts_with_the():
     brain = EchoBrain(SimScript(skills=(SimSkill("The Tube", "the tube"),)))
     assert hear(brain, "Alexa, open the tube")[0] == "welcome"
+
+
+def test_catalog_skills_answer_as_a_store_does_when_varied():
+    from orchestrator.catalog.skills import load_catalog
+
+    catalog = load_catalog(Path(__file__).resolve().parents[1] / "skills_catalog")
+    skills = [s for category in sorted(catalog.categories()) for s in catalog.in_category(category)]
+    plain = SimScript().with_catalog(skills)
+    varied = SimScript().with_catalog(skills, varied=True)
+    assert {s.open for s in plain.skills} == {"welcome"}
+    opens = [s.open for s in varied.skills]
+    assert 0.1 <= opens.count("other_skill") / len(opens) <= 0.3  # about one in five, as crawls show
+    assert opens.count("unreachable") >= 1
+    for skill in varied.skills:
+        if skill.open == "other_skill":
+            assert skill.other_skill in {s.name for s in skills} and skill.other_skill != skill.name
+    assert varied == SimScript().with_catalog(skills, varied=True)  # the same draw every night
+    linking = {s.name for s in skills if s.account_linking}
+    assert {s.name for s in varied.skills if s.enable == "account_linking"} == linking

@@ -8,6 +8,8 @@ react: a skill that was not enabled is not opened.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,23 @@ def test_installs_record_the_outcome_and_failed_skills_are_not_opened(night):
             assert all(r["status"] != "skipped" for r in later)
         else:
             assert all(r["status"] == "skipped" and outcome in r["error"] for r in later)
+
+
+def test_run_virtual_rehearses_any_persona_file_on_simulated_echos(tmp_path):
+    """`orchestrator run --virtual`: no lab file, one simulated Echo per persona, heard in English."""
+    persona = tmp_path / "vanilla.yaml"
+    data = yaml.safe_load((PROJECT / "persona_scripts" / "vanilla.yaml").read_text())
+    data["plan"] = [{"ask": "what time is it"}]
+    persona.write_text(yaml.safe_dump(data))
+    db = tmp_path / "rehearsal.sqlite"
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", str(persona), "--virtual", "--db", str(db),
+         "--audio-dir", str(tmp_path / "audio"), "--lab-dir", str(tmp_path / "lab"), "--lab", str(tmp_path / "none")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "rehearsing on a virtual lab" in done.stderr
+    connection = sqlite3.connect(db)
+    assert connection.execute("SELECT r.status, r.asr_engine, d.name FROM runs r JOIN devices d ON d.id = r.device_id"
+                              ).fetchall() == [("completed", "pocketsphinx", "echo-vanilla")]
+    ((status, transcript),) = connection.execute("SELECT status, transcript FROM interactions").fetchall()
+    assert status == "ok" and {"five", "past", "four"} & set(transcript.split()), transcript

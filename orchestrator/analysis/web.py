@@ -113,7 +113,7 @@ def documented_relations(page: Path) -> dict[str, DocumentedRelation]:
 
 def log_page() -> Path | None:
     """docs/log.md of the checkout this module runs from, else of the project folder; None if neither has it."""
-    for root in (Path(__file__).resolve().parents[1], project_home()):
+    for root in (Path(__file__).resolve().parents[2], project_home()):
         if (page := root / "docs" / "log.md").is_file():
             return page
     return None

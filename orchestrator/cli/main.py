@@ -128,19 +128,27 @@ def demo(db: Path, audio_dir: Path, model_setting: str | None, echos: int, backe
 @click.option("--no-resume", is_flag=True,
               help="Start new runs even where a run of the persona was interrupted in the last 12 hours "
                    "(by default such a run is continued).")
+@click.option("--virtual", is_flag=True,
+              help="Rehearse on a virtual lab instead of the lab file's Echos: one simulated Echo per persona, "
+                   "knowing the catalog's skills (some need account linking, some are answered by another skill).")
+@click.option("--lab-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --virtual: the virtual lab's folder [default: data/lab].")
 @reports_errors
 def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path, audio_dir: Path,
-        model_setting: str | None, dry_run: bool, resume_run: int | None, no_resume: bool) -> None:
+        model_setting: str | None, dry_run: bool, resume_run: int | None, no_resume: bool, virtual: bool,
+        lab_dir: Path | None) -> None:
     """Run persona files now, each on its Echo from the lab file, all at once.
 
     Each persona runs in a worker process of its own; Echos of one room take turns. SIGTERM or
     Ctrl-C let every Echo finish its current step and mark the runs interrupted; the next
-    `run` continues them.
+    `run` continues them. With --virtual the personas rehearse their night on simulated Echos,
+    recorded, transcribed and judged as on hardware (the speech model defaults to `auto`).
 
     \b
     orchestrator run persona_scripts/pets-animals.yaml --dry-run
     orchestrator run persona_scripts/*.yaml --lab lab.yaml
     orchestrator run persona_scripts/dating.yaml --resume 42
+    orchestrator run persona_scripts/*.yaml --virtual --db rehearsal.sqlite
     """
     from orchestrator.catalog.skills import load_catalog
     from orchestrator.core.safe_text import for_terminal
@@ -150,8 +158,12 @@ def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path,
 
     catalog = load_catalog(catalog_dir)
     loaded = load_personas(list(personas), catalog)
-    lab = load_lab(lab_path)  # a dry run checks what a real run would, the lab file included
-    check_lab_bindings(lab, lab_path, loaded)
+    if virtual and not dry_run:
+        _rehearse(loaded, catalog, db, audio_dir, model_setting, lab_dir or settings.data_dir() / "lab")
+        return
+    if not virtual:
+        lab = load_lab(lab_path)  # a dry run checks what a real run would, the lab file included
+        check_lab_bindings(lab, lab_path, loaded)
     if dry_run:
         for item in loaded:
             click.echo(for_terminal(f"# {item.persona.name} on {item.persona.echo} ({item.path})"))
@@ -165,6 +177,20 @@ def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path,
     if resume_run is not None and len(loaded) != 1:
         raise InputError("--resume continues one run: give exactly one persona file")
     _run_personas(loaded, catalog, lab, db, audio_dir, model_setting, resume_run, not no_resume)
+
+
+def _rehearse(loaded: list[Any], catalog: Any, db: Path, audio_dir: Path, model_setting: str | None,
+              lab_dir: Path) -> None:
+    from orchestrator.runner.progress import Progress
+    from orchestrator.sim.demo import Rehearsal, rehearse
+
+    model = resolve_model_setting(model_setting or "auto", audio_dir=audio_dir)
+    progress = Progress(stderr)
+    progress.phase(f"rehearsing on a virtual lab, transcribing with {model}")
+    summaries = rehearse(loaded, catalog, Rehearsal(db, audio_dir, model, lab_dir), progress)
+    progress.summary(summaries, db, audio_dir)
+    if any(s.status != "completed" for s in summaries):
+        sys.exit(1)
 
 
 def _run_personas(loaded: list[Any], catalog: Any, lab: Any, db: Path, audio_dir: Path,

@@ -33,7 +33,7 @@ DEFAULT_MODEL_NAME = "vosk-model-small-en-us-0.15"
 def project_home() -> Path:
     if env := os.environ.get(ENV_HOME):
         return Path(env).expanduser().resolve()
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     if (checkout / "pyproject.toml").is_file():
         return checkout
     return Path.cwd()

@@ -53,23 +53,46 @@ def demo_personas(folder: Path, catalog: Catalog, echos: int) -> list[LoadedPers
     return chosen
 
 
+@dataclass(frozen=True)
+class Rehearsal:
+    """A night of any persona files on a virtual lab, before it meets hardware."""
+
+    db: Path
+    audio_dir: Path
+    model: SpeechModel
+    lab_dir: Path
+    endpointing: Endpointing = Endpointing()
+    backends: tuple[str, ...] = ("sounddevice",)  # Echo i uses backends[i % len(backends)]
+    sim_script: Path = SCRIPT
+    #: Catalog skills answer as a store's do: some are answered by another skill, a few unreachable.
+    varied: bool = True
+
+
 def run_demo(options: DemoSettings, progress: Progress) -> list[RunSummary]:
     home = settings.project_home()
     catalog = load_catalog(options.catalog_dir or home / "skills_catalog")
     personas = demo_personas(options.personas_dir or home / "persona_scripts" / "demo", catalog, options.echos)
+    rehearsal = Rehearsal(options.db, options.audio_dir, options.model, options.lab_dir or settings.data_dir() / "lab",
+                          DEMO_ENDPOINTING, options.backends, options.sim_script, varied=False)
+    return rehearse(personas, catalog, rehearsal, progress)
+
+
+def rehearse(personas: list[LoadedPersona], catalog: Catalog, options: Rehearsal,
+             progress: Progress) -> list[RunSummary]:
+    """Run `personas` on a virtual lab of one simulated Echo per persona, heard and judged as a real night."""
     check(options.model)
-    lab_dir = options.lab_dir or settings.data_dir() / "lab"
-    night = Night(options.model, lab_dir, on_event=progress, on_phase=progress.phase)
+    night = Night(options.model, options.lab_dir, on_event=progress, on_phase=progress.phase)
     try:
-        return _demo_night(options, progress, night, catalog, personas, lab_dir)
+        return _virtual_night(options, progress, night, catalog, personas)
     finally:
         night.close()
 
 
-def _demo_night(options: DemoSettings, progress: Progress, night: Night, catalog: Catalog,
-                personas: list[LoadedPersona], lab_dir: Path) -> list[RunSummary]:
+def _virtual_night(options: Rehearsal, progress: Progress, night: Night, catalog: Catalog,
+                   personas: list[LoadedPersona]) -> list[RunSummary]:
     night.begin_loading()
-    script = SimScript.load(options.sim_script).with_catalog(skills_used(personas, catalog))
+    lab_dir = options.lab_dir
+    script = SimScript.load(options.sim_script).with_catalog(skills_used(personas, catalog), varied=options.varied)
     progress.phase("rendering the simulated Echos' voice")
     clips = render_sim_voice(script, options.audio_dir)
     names = [p.persona.echo for p in personas]
@@ -82,7 +105,7 @@ def _demo_night(options: DemoSettings, progress: Progress, night: Night, catalog
             echos=[EchoConfig(name=n, room=n, speaker=vlab.echos[n].speaker, microphone=vlab.echos[n].microphone,
                               backend=options.backends[i % len(options.backends)])
                    for i, n in enumerate(names)],
-            endpointing=DEMO_ENDPOINTING, virtual_lab=lab_dir,
+            endpointing=options.endpointing, virtual_lab=lab_dir,
         )
         (lab_dir / "lab.yaml").write_text(_lab_yaml(lab))
         progress.phase("starting the simulated Echos")

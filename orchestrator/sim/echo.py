@@ -89,19 +89,34 @@ class SimScript:
         skills = tuple(SimSkill(**s) for s in data.pop("skills", []))
         return cls(skills=skills, **data)
 
-    def with_catalog(self, skills: list[Any]) -> SimScript:
+    def with_catalog(self, skills: list[Any], varied: bool = False) -> SimScript:
         """Every catalog skill can be enabled and opened; the script's own entries take precedence.
 
         A skill whose catalog record says it needs account linking asks for it, as the store says.
+        `varied`: the skills' opens land as a real store's do, by a stable draw per skill: about one
+        in five is answered by another skill (as in public crawls of skill conversations), one in
+        twenty-five cannot be reached.
         """
         known = {normalise(s.invocation) for s in self.skills}
-        extra = tuple(
-            SimSkill(name=s.name, invocation=s.invocation_name,
-                     enable="account_linking" if s.account_linking else "enabled",
-                     answers={"": [f"Here is something from {s.name}."]})
-            for s in skills if normalise(s.invocation_name) not in known
-        )
+        fresh = [s for s in skills if normalise(s.invocation_name) not in known]
+        names = sorted({s.name for s in skills})
+        extra = tuple(_sim_skill(s, names if varied else []) for s in fresh)
         return replace(self, skills=self.skills + extra)
+
+
+def _sim_skill(skill: Any, others: list[str]) -> SimSkill:
+    """A catalog skill in the simulation; with `others`, its open may land in one of them or nowhere."""
+    draw = _stable_index(f"{skill.id}/open", 100)
+    other = [name for name in others if name != skill.name]
+    opening: OpenBehaviour = "welcome"
+    if other and draw < 20:
+        opening = "other_skill"
+    elif other and draw < 24:
+        opening = "unreachable"
+    answering = other[_stable_index(f"{skill.id}/other", len(other))] if opening == "other_skill" else None
+    return SimSkill(name=skill.name, invocation=skill.invocation_name,
+                    enable="account_linking" if skill.account_linking else "enabled", open=opening,
+                    other_skill=answering, answers={"": [f"Here is something from {skill.name}."]})
 
 
 @dataclass(frozen=True)

@@ -495,8 +495,8 @@ def use_own_devices(folder: Path | None, echo: str, side: str) -> None:
 
 
 def validate_echo_name(name: str) -> None:
-    if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", name):
-        raise LabError(f"virtual Echo name {name!r}: use lower-case letters, digits and '_'")
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,30}", name):
+        raise LabError(f"virtual Echo name {name!r}: use lower-case letters, digits, '-' and '_'")
 
 
 def check_programs() -> None:
