@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,7 +21,7 @@ from orchestrator.analysis.query import DEFAULT_TIMEOUT_S, FORMATS, QueryError
 from orchestrator.analysis.reports import REPORTS, Filters, ReportError, check_date
 from orchestrator.cli.options import CONTEXT_SETTINGS, InputError, db_option
 from orchestrator.core.durable import OutputError, OutputRefused
-from orchestrator.core.safe_text import for_output
+from orchestrator.core.safe_text import for_output, for_terminal
 
 
 def _night_date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -240,3 +241,63 @@ def browse(db: Path, host: str, port: int, live: bool) -> None:
         raise click.ClickException(str(exc)) from None
     if code:
         raise click.ClickException(f"datasette stopped with exit code {code}")
+
+
+# -- audio ------------------------------------------------------------------------------------------
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("step_id", type=int, metavar="STEP_ID")
+@db_option
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the exchange to this WAV file: the prompt, half a second of silence, the reply.")
+@click.option("--play", is_flag=True, help="Play the exchange on a speaker of this machine.")
+@click.option("--device", default="default", show_default=True,
+              help="With --play: the output device, as `orchestrator devices` names it (a unique part is enough).")
+def audio(step_id: int, db: Path, out: Path | None, play: bool, device: str) -> None:
+    """The audio of one step: the prompt played to the Echo, and its reply as recorded.
+
+    STEP_ID is an interaction's id (`interaction_id` in the views). Prints where both files are,
+    with what was said and what was heard, so a verdict can be checked by ear.
+
+    \b
+    orchestrator audio 42
+    orchestrator audio 42 --out step42.wav
+    orchestrator audio 42 --play
+    """
+    # Here, not at the top: numpy and the sound stack stay out of `query`'s start-up.
+    from orchestrator.analysis import step_audio
+    from orchestrator.audio.clip import write_wav_atomic
+    from orchestrator.core.durable import check_target
+
+    with _reported_errors():
+        try:
+            found = step_audio.find(db, step_id)
+        except step_audio.StepAudioError as exc:
+            raise InputError(str(exc)) from None
+        for line in (f"step {found.step_id} ({found.kind}, {found.status})", f"  said:   {found.prompt_text or ''}",
+                     f"  heard:  {found.transcript or ''}", f"  prompt: {found.prompt or '(none)'}",
+                     f"  reply:  {found.reply or '(none: nothing was recorded)'}"):
+            click.echo(for_terminal(line))
+        if out is None and not play:
+            return
+        clip = step_audio.exchange(found)
+        if out is not None:
+            check_target(out)
+            write_wav_atomic(out, clip)
+            _info(f"wrote {out} ({clip.duration:.1f} s)")
+    if play:
+        _play(clip, device)
+
+
+def _play(clip: Any, device: str) -> None:  # an audio.clip.Clip
+    from orchestrator.audio.devices import DeviceError, open_backend
+
+    try:
+        speaker = open_backend("sounddevice").open_speaker(device, clip.format)
+        try:
+            speaker.play(clip)
+        finally:
+            speaker.close()
+    except DeviceError as exc:
+        raise click.ClickException(f"cannot play on {device!r}: {exc}") from None

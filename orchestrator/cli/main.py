@@ -46,6 +46,7 @@ class LazyGroup(click.Group):
         "report": "orchestrator.cli.analysis:report",
         "export": "orchestrator.cli.analysis:export",
         "browse": "orchestrator.cli.analysis:browse",
+        "audio": "orchestrator.cli.analysis:audio",
         "lab": "orchestrator.cli.lab:lab",
     }
 
