@@ -28,7 +28,8 @@ LAYERS: list[set[str]] = [
     {"cli"},
 ]
 LAYER_OF = {part: level for level, parts in enumerate(LAYERS) for part in parts}
-TOP_LEVEL_MODULES = {"__init__", "__main__"}
+#: "schedule" is the job function's old module path, still named by job stores written before the parts.
+TOP_LEVEL_MODULES = {"__init__", "__main__", "schedule"}
 
 
 def part_of(module: str) -> str | None:

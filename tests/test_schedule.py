@@ -1,13 +1,14 @@
 """The nightly scheduler: jobs rebuilt from persona files, missed runs in the log, rooms taking turns, DST.
 
 Most tests inject the job function (`fake_job`, referenced by text as the job store requires) or the
-night (`schedule.start_night`), so no audio runs; the last test runs a real night on a virtual lab.
+night (`persona_jobs.start_night`), so no audio runs; the last test runs a real night on a virtual lab.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import random
 import signal
 import sqlite3
@@ -23,13 +24,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from click.testing import CliRunner
 
 from orchestrator import log
 from orchestrator.asr import SpeechModel
 from orchestrator.cli.schedule import schedule_group, serve, status
+from orchestrator.plan import schedule as plan_schedule
 from orchestrator.plan.persona import Schedule
-from orchestrator.scheduler import schedule
+from orchestrator.scheduler import jobs as persona_jobs
+from orchestrator.scheduler import runtime, store
+from orchestrator.scheduler import service as serving
 
 PROJECT = Path(__file__).resolve().parents[1]
 FAKE_JOB = f"{__name__}:fake_job"
@@ -42,12 +47,12 @@ RELEASE = threading.Event()
 
 
 def fake_job(persona: str, *paths: str) -> str:
-    CALLS.append((persona, schedule.scheduled_time()))
+    CALLS.append((persona, runtime.scheduled_time()))
     return f"{persona}: fake"
 
 
 def blocking_job(persona: str, *paths: str) -> str:
-    CALLS.append((persona, schedule.scheduled_time()))
+    CALLS.append((persona, runtime.scheduled_time()))
     RELEASE.wait(10)
     return f"{persona}: released"
 
@@ -96,8 +101,8 @@ class Files:
     audio = property(lambda self: self.root / "audio")
     jobs_db = property(lambda self: self.root / "scheduler.sqlite")
 
-    def jobs(self, func: str = FAKE_JOB) -> list[schedule.PersonaJob]:
-        return schedule.load_persona_jobs(self.personas, self.lab, self.catalog, self.db, self.audio,
+    def jobs(self, func: str = FAKE_JOB) -> list[store.PersonaJob]:
+        return serving.load_persona_jobs(self.personas, self.lab, self.catalog, self.db, self.audio,
                                           SpeechModel("vosk", self.model, "model"), func)
 
     def serve_args(self, model: Path) -> list[str]:
@@ -112,11 +117,11 @@ def files(tmp_path) -> Files:
 
 
 @pytest.fixture
-def services() -> Iterator[Callable[..., schedule.SchedulerService]]:
-    started: list[schedule.SchedulerService] = []
+def services() -> Iterator[Callable[..., serving.SchedulerService]]:
+    started: list[serving.SchedulerService] = []
 
-    def start(files: Files, func: str = FAKE_JOB, **options: Any) -> schedule.SchedulerService:
-        service = schedule.SchedulerService(schedule.ServeConfig(files.jobs(func), files.jobs_db, **options))
+    def start(files: Files, func: str = FAKE_JOB, **options: Any) -> serving.SchedulerService:
+        service = serving.SchedulerService(serving.ServeConfig(files.jobs(func), files.jobs_db, **options))
         service.report = service.start()  # type: ignore[attr-defined]
         started.append(service)
         return service
@@ -142,7 +147,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 8.0) -> Any:
 
 
 def stored_jobs(jobs_db: Path) -> dict[str, Any]:
-    with schedule.open_store(jobs_db) as scheduler:
+    with store.open_store(jobs_db) as scheduler:
         return {job.id: job for job in scheduler.get_jobs()}
 
 
@@ -164,13 +169,13 @@ def run_rows(db: Path) -> list[sqlite3.Row]:
 
 
 def test_job_arguments_name_the_engine_and_old_ones_still_load(files):
-    args = schedule.JobArgs("p-a1", files.root / "p.yaml", files.lab, files.catalog, files.db, files.audio,
+    args = persona_jobs.JobArgs("p-a1", files.root / "p.yaml", files.lab, files.catalog, files.db, files.audio,
                             SpeechModel("pocketsphinx", files.model, "model"))
     stored = args.as_args()
     assert stored[-1] == f"pocketsphinx:{files.model.resolve()}"
-    assert schedule.JobArgs.from_args(stored).model == SpeechModel("pocketsphinx", files.model.resolve(), "model")
+    assert persona_jobs.JobArgs.from_args(stored).model == SpeechModel("pocketsphinx", files.model.resolve(), "model")
     # A job stored before there were two engines holds a bare Vosk model folder.
-    old = schedule.JobArgs.from_args([*stored[:-1], str(files.model.resolve())])
+    old = persona_jobs.JobArgs.from_args([*stored[:-1], str(files.model.resolve())])
     assert (old.model.engine, old.model.path) == ("vosk", files.model.resolve())
 
 
@@ -184,14 +189,37 @@ def test_jobs_are_rebuilt_with_ids_at_every_start_without_duplicates(files, serv
     *paths, model = job.args[1:]
     assert job.args[0] == "p-a1" and all(isinstance(a, str) and Path(a).is_absolute() for a in paths)
     assert model == f"vosk:{files.model.resolve()}"
-    assert isinstance(job.trigger, schedule.NightlyTrigger) and str(job.trigger.timezone) == LONDON
+    assert isinstance(job.trigger, plan_schedule.NightlyTrigger) and str(job.trigger.timezone) == LONDON
     assert job.next_run_time.astimezone(job.trigger.timezone).strftime("%m-%d %H:%M") == "01-01 03:00"
 
 
 def test_the_real_job_function_is_referenced_by_text(files):
-    job = files.jobs(schedule.JOB_FUNC)[0]
-    assert job.func == "orchestrator.scheduler.schedule:run_persona_job"
+    job = files.jobs(persona_jobs.JOB_FUNC)[0]
+    assert job.func == "orchestrator.scheduler.jobs:run_persona_job"
     assert job.args.as_args()[1] == str(files.personas / "p-a1.yaml")
+
+
+@pytest.mark.parametrize("old_func", ["orchestrator.schedule:run_persona_job",
+                                      "orchestrator.scheduler.schedule:run_persona_job"])
+def test_jobs_stored_by_earlier_versions_still_load(files, old_func):
+    # APScheduler deletes a stored job whose function does not import, losing its pause and due time.
+    jobs_db = files.jobs_db
+    writer = store.StoreEditor(jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{jobs_db}")}, timezone=UTC)
+    writer.start(paused=True)
+    args = persona_jobs.JobArgs("p-a1", files.personas / "p-a1.yaml", files.lab, files.catalog, files.db, files.audio,
+                                SpeechModel("vosk", files.model, "model"))
+    writer.add_job(old_func, trigger=plan_schedule.nightly_trigger(Schedule(cron=YEARLY, timezone=LONDON)),
+                   id="persona:p-a1", name="p-a1", args=args.as_args())
+    writer.shutdown(wait=False)
+    connection = sqlite3.connect(jobs_db)
+    try:
+        (state,) = connection.execute("SELECT job_state FROM apscheduler_jobs WHERE id = 'persona:p-a1'").fetchone()
+    finally:
+        connection.close()
+    assert pickle.loads(state)["func"] == old_func
+
+    job = stored_jobs(jobs_db)["persona:p-a1"]
+    assert job.func_ref == old_func and job.func is persona_jobs.run_persona_job
 
 
 def test_nightly_settings_misfire_grace_coalescing_one_instance(files, services):
@@ -220,8 +248,8 @@ def test_an_edited_schedule_replaces_the_old_trigger(files, services):
 
 def test_a_removed_persona_loses_its_job_and_its_queued_runs(files, services):
     services(files).stop()
-    with schedule.open_store(files.jobs_db) as scheduler:
-        queued = schedule.queue_trigger(scheduler, "p-b1")
+    with store.open_store(files.jobs_db) as scheduler:
+        queued = store.queue_trigger(scheduler, "p-b1")
     (files.personas / "p-b1.yaml").unlink()
     service = services(files)
     service.stop()
@@ -249,11 +277,11 @@ def test_runs_missed_while_the_scheduler_was_down_are_recorded(files, services):
     cron = f"0 {(now.hour + 12) % 24} * * *"  # the latest due time is about 12 hours ago
     write_persona(files.personas, "p-a1", "a1", cron=cron, tz="UTC")
     services(files).stop()
-    trigger = schedule.nightly_trigger(Schedule(cron=cron, timezone="UTC"))
+    trigger = plan_schedule.nightly_trigger(Schedule(cron=cron, timezone="UTC"))
     first = trigger.get_next_fire_time(None, now - timedelta(days=3))
-    with schedule.open_store(files.jobs_db) as scheduler:
+    with store.open_store(files.jobs_db) as scheduler:
         scheduler.modify_job("persona:p-a1", next_run_time=first)
-    due = schedule.fire_times(trigger, first, datetime.now(UTC))
+    due = plan_schedule.fire_times(trigger, first, datetime.now(UTC))
     assert len(due) == 3
 
     service = services(files)
@@ -270,7 +298,7 @@ def test_runs_missed_while_the_scheduler_was_down_are_recorded(files, services):
 def test_a_run_due_within_the_grace_still_runs_after_a_restart(files, services):
     services(files).stop()
     due = datetime.now(UTC) - timedelta(minutes=10)
-    with schedule.open_store(files.jobs_db) as scheduler:
+    with store.open_store(files.jobs_db) as scheduler:
         scheduler.modify_job("persona:p-a1", next_run_time=due)
     services(files)
     wait_for(lambda: CALLS)
@@ -294,11 +322,11 @@ def test_a_run_skipped_because_the_previous_one_still_runs_is_recorded(files, se
 
 
 def test_a_job_that_fails_before_its_run_starts_is_recorded_as_failed(files, services, monkeypatch):
-    monkeypatch.setattr(schedule, "start_night", lambda *a: pytest.fail("the night must not start"))
-    service = services(files, func=schedule.JOB_FUNC)
+    monkeypatch.setattr(persona_jobs, "start_night", lambda *a: pytest.fail("the night must not start"))
+    service = services(files, func=persona_jobs.JOB_FUNC)
     (files.personas / "p-a2.yaml").write_text("name: p-a2\ncontrol: true\necho: nowhere\n")
-    with schedule.open_store(files.jobs_db) as scheduler:
-        queued = schedule.queue_trigger(scheduler, "p-a2")
+    with store.open_store(files.jobs_db) as scheduler:
+        queued = store.queue_trigger(scheduler, "p-a2")
     service.wakeup()
     (row,) = wait_for(lambda: run_rows(files.db))
     assert (row["persona"], row["status"], row["scheduled_for"]) == ("p-a2", "failed", log.to_iso(queued.next_run_time))
@@ -376,7 +404,7 @@ def test_trigger_without_serve_runs_in_the_foreground(files, services, runner):
     assert result.stdout == "p-b1: fake\n"
     assert "no scheduler is running: running p-b1 here" in result.stderr
     assert [c[0] for c in CALLS] == ["p-b1"]
-    assert schedule.lock_holder(files.jobs_db) is None
+    assert runtime.lock_holder(files.jobs_db) is None
 
 
 def test_trigger_of_an_unknown_persona_names_the_known_ones(files, services, runner):
@@ -405,9 +433,9 @@ def test_a_second_serve_fails_with_a_clear_message(files, services, runner, ko_m
 
 def test_the_lock_is_released_when_serve_stops(files, services):
     services(files).stop()
-    assert schedule.lock_holder(files.jobs_db) is None
+    assert runtime.lock_holder(files.jobs_db) is None
     services(files)
-    assert schedule.lock_holder(files.jobs_db)["role"] == "serve"
+    assert runtime.lock_holder(files.jobs_db)["role"] == "serve"
 
 
 def test_serve_stops_on_sigterm_within_seconds(files, ko_model):
@@ -433,7 +461,7 @@ def test_serve_stops_on_sigterm_within_seconds(files, ko_model):
     finally:
         process.kill()
         process.stderr.close()
-    assert schedule.lock_holder(files.jobs_db) is None
+    assert runtime.lock_holder(files.jobs_db) is None
 
 
 # -- rooms take turns; stopping --------------------------------------------------------------------------
@@ -460,7 +488,7 @@ class FakeNights:
 
 def log_run(db: Path, persona: str, echo: str, scheduled_for: datetime | None, outcome: str) -> int:
     """The rows a real night writes for its run (serve has created the log)."""
-    engine = schedule.log_engine(db)
+    engine = persona_jobs.log_engine(db)
     run_id = log.start_run(engine, persona_id=log.upsert_persona(engine, name=persona, interest=None),
                            device_id=log.upsert_device(engine, name=echo), audio_dir=db.parent,
                            config={"steps": []}, asr_engine=None, asr_model=None, tts_engine=None, tts_voice=None,
@@ -505,14 +533,14 @@ def workers_alive() -> list[str]:
 
 
 def queue_all(jobs_db: Path, *personas: str) -> dict[str, datetime]:
-    with schedule.open_store(jobs_db) as scheduler:
-        return {p: schedule.queue_trigger(scheduler, p).next_run_time for p in personas}
+    with store.open_store(jobs_db) as scheduler:
+        return {p: store.queue_trigger(scheduler, p).next_run_time for p in personas}
 
 
 def test_personas_of_one_room_take_turns_and_rooms_run_in_parallel(files, services, monkeypatch):
     nights = FakeNights(seconds=0.5)
-    monkeypatch.setattr(schedule, "start_night", nights)
-    service = services(files, func=schedule.JOB_FUNC)
+    monkeypatch.setattr(persona_jobs, "start_night", nights)
+    service = services(files, func=persona_jobs.JOB_FUNC)
     due = queue_all(files.jobs_db, "p-a1", "p-a2", "p-b1")
     service.wakeup()
     wait_for(lambda: len(nights.intervals) == 3)
@@ -525,8 +553,8 @@ def test_personas_of_one_room_take_turns_and_rooms_run_in_parallel(files, servic
 
 def test_stopping_lets_running_nights_finish_and_records_runs_still_waiting(files, services, monkeypatch):
     nights = WorkerNights(graceful=True, folder=files.root)
-    monkeypatch.setattr(schedule, "start_night", nights)
-    service = services(files, func=schedule.JOB_FUNC)
+    monkeypatch.setattr(persona_jobs, "start_night", nights)
+    service = services(files, func=persona_jobs.JOB_FUNC)
     queue_all(files.jobs_db, "p-a1", "p-a2")
     service.wakeup()
     wait_for(nights.ready.exists)
@@ -543,8 +571,8 @@ def test_stopping_lets_running_nights_finish_and_records_runs_still_waiting(file
 
 def test_workers_that_do_not_stop_in_time_are_ended(files, services, monkeypatch):
     nights = WorkerNights(graceful=False, folder=files.root)
-    monkeypatch.setattr(schedule, "start_night", nights)
-    service = services(files, func=schedule.JOB_FUNC, stop_timeout=0.5)
+    monkeypatch.setattr(persona_jobs, "start_night", nights)
+    service = services(files, func=persona_jobs.JOB_FUNC, stop_timeout=0.5)
     queue_all(files.jobs_db, "p-b1")
     service.wakeup()
     wait_for(nights.ready.exists)
@@ -560,8 +588,8 @@ def test_a_night_that_failed_before_its_run_started_is_recorded(files, services,
         return [SimpleNamespace(persona=loaded.persona.name, run_id=0, status="failed",
                                 error="SynthesisError: no audio")]
 
-    monkeypatch.setattr(schedule, "start_night", night_failing_early)
-    service = services(files, func=schedule.JOB_FUNC)
+    monkeypatch.setattr(persona_jobs, "start_night", night_failing_early)
+    service = services(files, func=persona_jobs.JOB_FUNC)
     due = queue_all(files.jobs_db, "p-b1")["p-b1"]
     service.wakeup()
     (row,) = wait_for(lambda: run_rows(files.db))
@@ -596,13 +624,13 @@ def test_status_shows_serve_and_what_runs_now(files, services, runner):
 # -- when a persona fires ---------------------------------------------------------------------------------
 
 
-def london(cron: str, jitter: int = 0) -> schedule.NightlyTrigger:
-    return schedule.nightly_trigger(Schedule(cron=cron, timezone=LONDON, jitter_minutes=jitter))
+def london(cron: str, jitter: int = 0) -> plan_schedule.NightlyTrigger:
+    return plan_schedule.nightly_trigger(Schedule(cron=cron, timezone=LONDON, jitter_minutes=jitter))
 
 
-def fires(trigger: schedule.NightlyTrigger, start: datetime, days: int = 4) -> list[datetime]:
+def fires(trigger: plan_schedule.NightlyTrigger, start: datetime, days: int = 4) -> list[datetime]:
     """In UTC: a local time in a fold or gap never compares equal to a time in another zone."""
-    times = schedule.fire_times(trigger, trigger.get_next_fire_time(None, start), start + timedelta(days=days))
+    times = plan_schedule.fire_times(trigger, trigger.get_next_fire_time(None, start), start + timedelta(days=days))
     return [t.astimezone(UTC) for t in times]
 
 
@@ -645,16 +673,16 @@ def test_crontab_weekdays_count_from_sunday():
     # APScheduler 3's own from_crontab would read 0 as Monday.
     sunday = london("0 1 * * 0").get_next_fire_time(None, utc("2026-01-01T00:00"))
     assert sunday.strftime("%A %F") == "Sunday 2026-01-04"
-    assert schedule.crontab_weekdays("1-5") == "mon,tue,wed,thu,fri"
-    assert schedule.crontab_weekdays("5-7") == "fri,sat,sun"
-    assert schedule.crontab_weekdays("*/2") == "tue,thu,sat,sun"
+    assert plan_schedule.crontab_weekdays("1-5") == "mon,tue,wed,thu,fri"
+    assert plan_schedule.crontab_weekdays("5-7") == "fri,sat,sun"
+    assert plan_schedule.crontab_weekdays("*/2") == "tue,thu,sat,sun"
 
 
 def test_a_stored_trigger_keeps_its_behaviour():
     import pickle
 
     trigger = pickle.loads(pickle.dumps(london("25 1 * * *", jitter=5)))
-    assert isinstance(trigger, schedule.NightlyTrigger) and trigger.jitter == 300
+    assert isinstance(trigger, plan_schedule.NightlyTrigger) and trigger.jitter == 300
     assert len(fires(trigger, AUTUMN)) == 4
 
 
@@ -687,8 +715,8 @@ def test_a_triggered_persona_really_runs_through_the_scheduler(tmp_path, ko_mode
                         endpointing=DEMO_ENDPOINTING, virtual_lab=lab_dir)
         files.lab.write_text(yaml.safe_dump(lab.model_dump(mode="json")))
         with SimulatedEchos(lab_dir, ["echo1"], script, clips, "sounddevice"):
-            jobs = schedule.load_persona_jobs(files.personas, files.lab, catalog_dir, files.db, files.audio, ko_model)
-            service = schedule.SchedulerService(schedule.ServeConfig(jobs, files.jobs_db))
+            jobs = serving.load_persona_jobs(files.personas, files.lab, catalog_dir, files.db, files.audio, ko_model)
+            service = serving.SchedulerService(serving.ServeConfig(jobs, files.jobs_db))
             service.start()
             try:
                 due = queue_all(files.jobs_db, "night")["night"]

@@ -28,12 +28,33 @@ from orchestrator.cli.options import (
     stderr,
 )
 from orchestrator.core import settings
-from orchestrator.scheduler import schedule
+from orchestrator.plan.schedule import NightlyTrigger
+from orchestrator.scheduler.jobs import TRIGGER_PREFIX, persona_of
+from orchestrator.scheduler.runtime import SchedulerBusy, StoreLock, describe_holder, kill_workers, lock_holder
+from orchestrator.scheduler.service import (
+    STOP_TIMEOUT,
+    WAKEUP_SECONDS,
+    SchedulerService,
+    ServeConfig,
+    load_persona_jobs,
+)
+from orchestrator.scheduler.status import RunningRun, running_runs
+from orchestrator.scheduler.store import (
+    DEFAULT_MISFIRE_GRACE,
+    RebuildReport,
+    default_jobs_db,
+    nightly_job,
+    open_store,
+    pause,
+    queue_trigger,
+    resume,
+    run_in_foreground,
+)
 
 
 def jobs_db_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "--jobs-db", type=click.Path(dir_okay=False, path_type=Path), default=schedule.default_jobs_db,
+        "--jobs-db", type=click.Path(dir_okay=False, path_type=Path), default=default_jobs_db,
         show_default="data/scheduler.sqlite",
         help="The scheduler's job store (a SQLite file of its own; its lock file sits beside it).",
     )(func)
@@ -42,7 +63,7 @@ def jobs_db_option(func: Callable[..., Any]) -> Callable[..., Any]:
 @contextmanager
 def job_store(jobs_db: Path) -> Iterator[Any]:
     try:
-        with schedule.open_store(jobs_db) as scheduler:
+        with open_store(jobs_db) as scheduler:
             yield scheduler
     except (FileNotFoundError, LookupError) as exc:
         raise click.ClickException(str(exc.args[0] if exc.args else exc)) from None
@@ -61,12 +82,12 @@ def job_store(jobs_db: Path) -> Iterator[Any]:
 @audio_dir_option
 @model_option
 @jobs_db_option
-@click.option("--misfire-grace", type=click.IntRange(1), default=schedule.DEFAULT_MISFIRE_GRACE, show_default=True,
+@click.option("--misfire-grace", type=click.IntRange(1), default=DEFAULT_MISFIRE_GRACE, show_default=True,
               metavar="SECONDS", help="A run may start this late and still run; later, it is recorded as missed.")
-@click.option("--wakeup", "wakeup_seconds", type=click.FloatRange(0.5, 3600), default=schedule.WAKEUP_SECONDS,
+@click.option("--wakeup", "wakeup_seconds", type=click.FloatRange(0.5, 3600), default=WAKEUP_SECONDS,
               show_default=True, metavar="SECONDS",
               help="How often the job store is re-read for runs queued, paused or resumed by other commands.")
-@click.option("--stop-timeout", type=click.FloatRange(0), default=schedule.STOP_TIMEOUT, show_default=True,
+@click.option("--stop-timeout", type=click.FloatRange(0), default=STOP_TIMEOUT, show_default=True,
               metavar="SECONDS", help="On SIGTERM or Ctrl-C, how long running nights may take to finish their "
                                       "current step before they are ended.")
 @reports_errors
@@ -86,16 +107,16 @@ def serve(personas_dir: Path, lab_path: Path, catalog_dir: Path, db: Path, audio
     from orchestrator.lab.config import load_lab
 
     model = resolve_model_setting(model_setting, load_lab(lab_path).speech_model, audio_dir)
-    jobs = schedule.load_persona_jobs(personas_dir, lab_path, catalog_dir, db, audio_dir, model)
-    config = schedule.ServeConfig(jobs, jobs_db, misfire_grace, wakeup_seconds, stop_timeout)
+    jobs = load_persona_jobs(personas_dir, lab_path, catalog_dir, db, audio_dir, model)
+    config = ServeConfig(jobs, jobs_db, misfire_grace, wakeup_seconds, stop_timeout)
     _log_to_stderr()
-    service = schedule.SchedulerService(config)
+    service = SchedulerService(config)
     stop = threading.Event()
     previous = _on_stop_signals(stop)  # before the start: a SIGTERM during it still stops cleanly
     try:
         try:
             report = service.start()
-        except schedule.SchedulerBusy as exc:
+        except SchedulerBusy as exc:
             raise click.ClickException(str(exc)) from None
         _print_rebuild(report, service)
         try:
@@ -115,12 +136,12 @@ def _log_to_stderr() -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
-def _print_rebuild(report: schedule.RebuildReport, service: schedule.SchedulerService) -> None:
+def _print_rebuild(report: RebuildReport, service: SchedulerService) -> None:
     for label, names in (("new", report.added), ("updated", report.replaced), ("paused", report.paused),
                          ("removed", report.removed)):
         if names:
             stderr.print(f"{label}: {', '.join(names)}")
-    upcoming = [(when, schedule.persona_of(job_id)) for job_id, when in service.next_runs().items() if when]
+    upcoming = [(when, persona_of(job_id)) for job_id, when in service.next_runs().items() if when]
     if upcoming:
         when, name = min(upcoming)
         stderr.print(f"scheduler running ({len(report.added) + len(report.replaced)} personas); "
@@ -132,7 +153,7 @@ def _on_stop_signals(stop: threading.Event) -> dict[int, Any]:
 
     def handler(signum: int, _frame: Any) -> None:
         if stop.is_set():
-            schedule.kill_workers()
+            kill_workers()
         stop.set()
 
     return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -158,17 +179,17 @@ def schedule_list(jobs_db: Path) -> None:
     with job_store(jobs_db) as scheduler:
         jobs = scheduler.get_jobs()
     click.echo(f"{'PERSONA':<28} {'STATE':<9} {'NEXT RUN':<26} SCHEDULE")
-    for job in sorted(jobs, key=lambda j: (schedule.persona_of(j.id), j.id)):
-        state = "queued" if job.id.startswith(schedule.TRIGGER_PREFIX) else (
+    for job in sorted(jobs, key=lambda j: (persona_of(j.id), j.id)):
+        state = "queued" if job.id.startswith(TRIGGER_PREFIX) else (
             "paused" if job.next_run_time is None else "scheduled")
         next_run = _local(job.next_run_time, getattr(job.trigger, "timezone", UTC)) if job.next_run_time else "-"
-        click.echo(f"{schedule.persona_of(job.id):<28} {state:<9} {next_run:<26} {_describe_trigger(job.trigger)}")
-    if schedule.lock_holder(jobs_db) is None:
+        click.echo(f"{persona_of(job.id):<28} {state:<9} {next_run:<26} {_describe_trigger(job.trigger)}")
+    if lock_holder(jobs_db) is None:
         stderr.print("note: `orchestrator serve` is not running; nothing runs until it starts")
 
 
 def _describe_trigger(trigger: Any) -> str:
-    if isinstance(trigger, schedule.NightlyTrigger):
+    if isinstance(trigger, NightlyTrigger):
         fields = {f.name: str(f) for f in trigger.fields}
         cron = " ".join(fields[n] for n in ("minute", "hour", "day", "month", "day_of_week"))
         jitter = f" +0..{trigger.jitter // 60} min" if trigger.jitter else ""
@@ -192,17 +213,17 @@ def schedule_trigger(persona: str, jobs_db: Path) -> None:
     (after any night running in the same room). Without it, the run happens here, in the foreground.
     """
     try:
-        with schedule.StoreLock(jobs_db, f"schedule trigger {persona}"):
+        with StoreLock(jobs_db, f"schedule trigger {persona}"):
             with job_store(jobs_db) as scheduler:
-                job = schedule.nightly_job(scheduler, persona)
+                job = nightly_job(scheduler, persona)
             stderr.print(f"no scheduler is running: running {persona} here")
-            click.echo(schedule.run_in_foreground(job))
+            click.echo(run_in_foreground(job))
             return
-    except schedule.SchedulerBusy:
+    except SchedulerBusy:
         pass
     with job_store(jobs_db) as scheduler:
-        queued = schedule.queue_trigger(scheduler, persona)
-    holder = schedule.lock_holder(jobs_db)
+        queued = queue_trigger(scheduler, persona)
+    holder = lock_holder(jobs_db)
     when = "within seconds" if holder and holder.get("role") == "serve" else "when `orchestrator serve` runs"
     stderr.print(f"queued {persona} ({queued.id}); it starts {when}, after any night in its room")
 
@@ -213,7 +234,7 @@ def schedule_trigger(persona: str, jobs_db: Path) -> None:
 def schedule_pause(persona: str, jobs_db: Path) -> None:
     """Stop running a persona at its times (kept across restarts) until `schedule resume`."""
     with job_store(jobs_db) as scheduler:
-        schedule.pause(scheduler, persona)
+        pause(scheduler, persona)
     stderr.print(f"paused {persona}")
 
 
@@ -223,7 +244,7 @@ def schedule_pause(persona: str, jobs_db: Path) -> None:
 def schedule_resume(persona: str, jobs_db: Path) -> None:
     """Run a paused persona at its times again."""
     with job_store(jobs_db) as scheduler:
-        job = schedule.resume(scheduler, persona)
+        job = resume(scheduler, persona)
     next_run = _local(job.next_run_time, job.trigger.timezone) if job.next_run_time else "never"
     stderr.print(f"{persona} is scheduled; next run {next_run}")
 
@@ -236,8 +257,8 @@ def schedule_resume(persona: str, jobs_db: Path) -> None:
 @jobs_db_option
 def status(db: Path, jobs_db: Path) -> None:
     """Whether `serve` is up, and what runs now: each run's Echo, room, step and since when."""
-    click.echo(f"scheduler: {_scheduler_state(schedule.lock_holder(jobs_db))}")
-    runs = schedule.running_runs(db)
+    click.echo(f"scheduler: {_scheduler_state(lock_holder(jobs_db))}")
+    runs = running_runs(db)
     if not runs:
         click.echo("no run is running")
         return
@@ -249,11 +270,11 @@ def _scheduler_state(holder: dict[str, Any] | None) -> str:
     if holder is None:
         return "not running"
     if holder.get("role") == "serve":
-        return f"up: {schedule.describe_holder(holder)}"
-    return f"not running; the job store is held by {schedule.describe_holder(holder)}"
+        return f"up: {describe_holder(holder)}"
+    return f"not running; the job store is held by {describe_holder(holder)}"
 
 
-def _describe_run(run: schedule.RunningRun) -> str:
+def _describe_run(run: RunningRun) -> str:
     where = f"{run.echo or '?'}" + (f" (room {run.room})" if run.room else "")
     head = f"run {run.run_id}: {run.persona} on {where}, running since {run.started_at}"
     if run.step_index is None:

@@ -64,7 +64,7 @@ class Schedule(Strict):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from orchestrator.scheduler.schedule import NightlyTrigger  # the trigger the scheduler will use
+        from orchestrator.plan.schedule import NightlyTrigger  # the trigger the scheduler will use
 
         if len(value.split()) != 5:
             raise ValueError("cron needs five fields: minute hour day-of-month month day-of-week")
