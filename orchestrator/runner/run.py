@@ -254,8 +254,9 @@ class RunControls:
 
 #: Beyond the longest a step can legitimately take; the night's watchdog kills a worker past it.
 STEP_SLACK_SECONDS = 30.0
-#: A step that ends in error is tried again this many times (a new row each time, `attempt` + 1).
-STEP_RETRIES = 1
+#: A step that ends in error is tried again this many times (a new row each time, `attempt` + 1);
+#: the log's count, by which a resumed run retries an interrupted step.
+STEP_RETRIES = log.STEP_RETRIES
 #: This many steps in a row ending in error abort the persona's night (OpenWPM's failure budget).
 FAILURE_BUDGET = 5
 

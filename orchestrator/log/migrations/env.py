@@ -9,20 +9,21 @@ SQLite can otherwise only do by copying them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import TypeDecorator
 from sqlalchemy.engine import Connection, make_url
 
-from orchestrator.log import Base, make_engine
+from orchestrator.log.engine import make_engine
+from orchestrator.log.schema import Base
 
 config = context.config
 target_metadata = Base.metadata
 
 
-def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     """Write custom column types as their stored SQL type, so migrations never import models."""
     if type_ == "type" and isinstance(obj, TypeDecorator):
         return f"sa.{obj.impl_instance!r}"

@@ -24,7 +24,7 @@ depends_on: str | Sequence[str] | None = None
 Timestamp = sa.Text
 
 
-def _id() -> sa.Column:
+def _id() -> sa.Column[int]:
     return sa.Column("id", sa.Integer(), nullable=False)
 
 
