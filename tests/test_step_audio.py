@@ -24,6 +24,11 @@ def _tone(seconds: float, fmt: AudioFormat) -> Clip:
 
 @pytest.fixture
 def step(tmp_path: Path) -> tuple[Path, int, Path]:
+    return build_step(tmp_path)
+
+
+def build_step(tmp_path: Path) -> tuple[Path, int, Path]:
+    """A log with one run and one step whose prompt (22.05 kHz, 1 s) and reply (16 kHz, 2 s) are on disk."""
     audio = tmp_path / "audio"
     prompt = write_wav_atomic(audio / "tts-cache" / "prompt.wav", _tone(1.0, AudioFormat(PROMPT_RATE)))
     reply = write_wav_atomic(audio / "recordings" / "1" / "000-0-open.wav", _tone(2.0, MIC_FORMAT))

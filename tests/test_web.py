@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -297,3 +298,24 @@ STOP_TIMEOUT_S = 5.0
 def port_open(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_every_audio_column_is_a_player_whose_sound_is_served_from_the_run_folder_only(tmp_path: Path) -> None:
+    from test_step_audio import build_step
+
+    db, step_id, _audio = build_step(tmp_path)
+    db = db.rename(db.with_name("orchestrator.sqlite"))
+    with serving(db) as base:
+        with urllib.request.urlopen(f"{base}/orchestrator/interaction_details", timeout=10) as response:
+            page = response.read().decode()
+        players = sorted(set(re.findall(r'<audio controls preload="none" src="([^"]+)"', page)))
+        assert players == [f"/-/audio/orchestrator/{step_id}/prompt.wav", f"/-/audio/orchestrator/{step_id}/reply.wav"]
+        for player in players:
+            with urllib.request.urlopen(base + player, timeout=10) as response:
+                assert response.status == 200 and response.headers["Content-Type"] == "audio/wav"
+                assert response.read(12)[8:] == b"WAVE"
+        for escape in (f"/-/audio/orchestrator/{step_id}/../../../etc/passwd", "/-/audio/_internal/1/reply.wav",
+                       "/-/audio/orchestrator/999/reply.wav"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(base + escape, timeout=10)
+            assert refused.value.code == 404

@@ -170,7 +170,8 @@ def datasette_command(db_path: Path, metadata_path: Path, plugins_dir: Path, hos
 
 
 #: The plugins folder's one file: Datasette loads every .py file there; this one brings in the project's.
-PLUGIN_STUB = "from orchestrator.analysis.web_plugin import prepare_connection  # noqa: F401\n"
+PLUGIN_STUB = ("from orchestrator.analysis.web_plugin import prepare_connection, register_routes, render_cell"
+               "  # noqa: F401\n")
 
 
 def unseen_wal_bytes(db_path: Path) -> int:

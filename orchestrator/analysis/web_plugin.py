@@ -3,6 +3,9 @@
 * Every connection Datasette opens gets the authorizer of :mod:`orchestrator.analysis.sql_guard`, the
   one ``orchestrator query`` has: Datasette lets only SELECT statements through, but calls
   whatever function they name, ``fts3_tokenizer`` among them.
+* Every audio column (a step's prompt and reply) is shown as a player; its sound is served by
+  ``/-/audio/DATABASE/STEP_ID/prompt|reply``, read-only, only from inside the step's run's audio
+  folder (a path that would leave it is refused, as `orchestrator audio` refuses it).
 * A refused query or a missing page is logged as the one line of the access log. Datasette's own
   exception handler prints every exception, 4xx included, as a traceback with its local variables
   (rows of the log among them) whenever ``rich`` can be imported, which it can here; told that
@@ -11,12 +14,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from typing import TYPE_CHECKING
+from html import escape
+from typing import TYPE_CHECKING, Any
 
 from datasette import handle_exception as default_exception_handler
 from datasette import hookimpl
+from datasette.utils.asgi import Response
+from markupsafe import Markup
 
+from orchestrator.analysis import step_audio
 from orchestrator.analysis.sql_guard import guard
 
 if TYPE_CHECKING:
@@ -24,6 +32,13 @@ if TYPE_CHECKING:
 
 #: SQL functions Datasette registers itself and calls from its pages (table search).
 DATASETTE_FUNCTIONS = ("escape_fts",)
+
+#: The tables and views with audio columns, and the column that holds each row's step id.
+STEP_ID_COLUMN = {"interactions": "id", "interaction_details": "interaction_id"}
+#: Audio columns, and which of a step's two sounds each holds.
+AUDIO_COLUMNS = {"prompt_audio": "prompt", "response_audio": "reply", "prompt_audio_path": "prompt",
+                 "response_audio_path": "reply"}
+AUDIO_ROUTE = r"^/-/audio/(?P<database>[^/]+)/(?P<step_id>[0-9]+)/(?P<which>prompt|reply)\.wav$"
 
 #: Datasette's own bookkeeping database: it writes there, and no visitor can query it.
 INTERNAL_DATABASE = "_internal"
@@ -38,3 +53,35 @@ def prepare_connection(conn: sqlite3.Connection, database: str, datasette: Datas
     # /-/versions page, under a name it does not serve, to try creating tables of each FTS version.
     if database in datasette.databases and database != INTERNAL_DATABASE:
         guard(conn, DATASETTE_FUNCTIONS)
+
+
+@hookimpl  # type: ignore[untyped-decorator]
+def render_cell(row: Any, value: Any, column: str, table: str | None, database: str,
+                datasette: Datasette) -> Markup | None:
+    which = AUDIO_COLUMNS.get(column)
+    id_column = STEP_ID_COLUMN.get(table or "")
+    if which is None or id_column is None or not value or id_column not in row.keys():
+        return None
+    url = datasette.urls.path(f"/-/audio/{database}/{int(row[id_column])}/{which}.wav")
+    return Markup(f'<audio controls preload="none" src="{escape(url)}" title="{escape(str(value))}"></audio>')
+
+
+@hookimpl  # type: ignore[untyped-decorator]
+def register_routes(datasette: Datasette) -> list[tuple[str, Any]]:
+    async def serve_audio(request: Any) -> Response:
+        names = request.url_vars
+        if names["database"] not in datasette.databases or names["database"] == INTERNAL_DATABASE:
+            return Response.text("no such database", status=404)
+        path = datasette.get_database(names["database"]).path
+        try:
+            # In a thread: the step is looked up with a query of its own, and the file read whole.
+            found = await asyncio.to_thread(step_audio.find, path, int(names["step_id"]))
+        except step_audio.StepAudioError as exc:
+            return Response.text(str(exc), status=404)
+        sound = found.prompt if names["which"] == "prompt" else found.reply
+        if sound is None:
+            return Response.text("this step has no such audio", status=404)
+        body = await asyncio.to_thread(sound.read_bytes)
+        return Response(body, content_type="audio/wav", headers={"Cache-Control": "private, max-age=3600"})
+
+    return [(AUDIO_ROUTE, serve_audio)]
