@@ -10,9 +10,10 @@ demo:
 	  || echo "no English Vosk model could be fetched: the demo hears English with pocketsphinx's bundled model" >&2
 	$(VENV)/orchestrator demo --model auto
 
-## test: install everything and run the test suite (what CI runs)
+## test: install everything, check the types (mypy) and run the test suite (what CI runs)
 test:
 	scripts/bootstrap test
+	$(VENV)/mypy
 	$(VENV)/pytest
 
 lint:
