@@ -23,7 +23,9 @@ MAX_CRAWL_BYTES; JSON nested deeper than Python's decoder allows is refused, not
 
 from __future__ import annotations
 
+import ast
 import csv
+import difflib
 import errno
 import fcntl
 import io
@@ -44,13 +46,18 @@ from pydantic import ValidationError
 from orchestrator.catalog.skills import (
     CATEGORIES,
     IMPORTED_STORE,
-    STORE_INDEX,
+    OLD_LAYOUTS,
+    STORE_COLUMNS,
+    STORE_INDEXES,
     STORE_TABLE,
     STORE_VERSION,
-    ImportedStore,
     Skill,
+    SkillType,
     load_curated,
+    store_row,
 )
+from orchestrator.catalog.store_categories import StoreCategories, category_key, load_store_categories, slug
+from orchestrator.catalog.utterances import clean_utterance
 from orchestrator.core.config_files import ConfigError, Issue, UnreadableFile, format_loc, read_limited
 from orchestrator.core.durable import OutputError, replacing, stale_temporaries
 
@@ -70,28 +77,53 @@ DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "asin": ("asin",),
     "name": ("name", "title", "skill_name"),
     "invocation_name": ("invocation_name", "invocation", "launch_phrase"),
+    "skill_type": ("skill_type", "type"),
     "category": ("category",),
     "store_category": ("store_category",),
+    "store_subcategory": ("store_subcategory", "sub_category", "subcategory"),
     "developer": ("developer", "vendor", "vendor_name", "developer_name", "author"),
     "sample_utterances": ("sample_utterances", "example_phrases", "example_interactions", "utterances"),
+    "sample_utterances_raw": (),
     "account_linking": ("account_linking", "account_linking_required"),
     "permissions": ("permissions",),
     "privacy_policy_url": ("privacy_policy_url", "privacy_policy"),
+    "terms_url": ("terms_url", "terms_of_use", "terms_of_use_url", "terms"),
+    "in_app_purchasing": ("in_app_purchasing", "in_skill_purchasing", "in_app_purchases"),
+    "rating": ("rating", "stars", "average_rating"),
+    "review_count": ("review_count", "num_of_reviews", "number_of_reviews", "reviews", "num_reviews",
+                     "ratings_count", "number_of_ratings"),
+    "release_date": ("release_date", "released"),
+    "description": ("description",),
     "source": ("source",),
-    "retrieved": ("retrieved",),
+    "retrieved": ("retrieved", "retrieved_at", "crawled", "crawl_date", "scraped_at"),
     "notes": ("notes",),
 }
 #: Crawls that give each example phrase its own column ("Example Interaction 1", "… 2", …).
 NUMBERED_UTTERANCES = re.compile(r"(exampleinteraction|examplephrase|sampleutterance|utterance)(\d+)")
 
-REQUIRED_COLUMNS = ("id", "name", "invocation_name")
+#: Without a column for these a file cannot be imported (category: unless --category is given, or
+#: the store's category is there to map).
+REQUIRED_COLUMNS = ("name",)
 LIST_FIELDS = frozenset({"sample_utterances", "permissions"})
-FLAG_FIELDS = frozenset({"account_linking"})
+FLAG_FIELDS = frozenset({"account_linking", "in_app_purchasing"})
 LIST_SEPARATOR = re.compile(r"\s*(?:\||\r?\n)\s*")
-TRUE_WORDS = frozenset({"true", "yes", "y", "1"})
-FALSE_WORDS = frozenset({"false", "no", "n", "0"})
+TRUE_WORDS = frozenset({"true", "yes", "y", "1", "required", "available", "offered"})
+FALSE_WORDS = frozenset({"false", "no", "n", "0", "none", "not required", "not available"})
+#: Free text a crawl writes for account linking or in-skill purchases, read by its words.
+NEGATIONS = re.compile(r"\b(no|not|none|without|never)\b")
 #: Crawls of the store write a missing value as the literal text "null" (README, "Excluded").
-MISSING_TEXT = frozenset({"", "null"})
+MISSING_TEXT = frozenset({"", "null", "none", "n/a", "nan"})
+#: How the store and crawls name skill types; a slug of the text is looked up.
+TYPE_NAMES: dict[str, SkillType] = {
+    "custom": "custom", "smarthome": "smart_home", "connectedhome": "smart_home", "flashbriefing": "flash_briefing",
+    "music": "music", "audio": "music", "radio": "music", "musicandaudio": "music",
+}
+#: Skills without an invocation name are of these types, by their store category.
+UNINVOKED_TYPES: dict[str, SkillType] = {
+    "smarthome": "smart_home", "homeautomation": "smart_home", "connectedhome": "smart_home",
+    "news": "flash_briefing", "flashbriefing": "flash_briefing", "musicandaudio": "music", "music": "music",
+    "radio": "music",
+}
 
 
 class CrawlError(ValueError):
@@ -157,6 +189,9 @@ class ImportResult:
     rejections: list[Rejection] = field(default_factory=list)
     curated: list[CuratedConflict] = field(default_factory=list)
     columns: dict[str, tuple[str, ...]] = field(default_factory=dict)  # field -> the file's column(s)
+    recategorised: list[Recategorised] = field(default_factory=list)  # stored skills the import moves
+    mapping: Path | None = None  # the store-category mapping used
+    carried_over: int | None = None  # the layout of an older store whose records were carried over
     stored: int = 0  # imported records in the store after the import
     written: bool = False
     removed: list[Path] = field(default_factory=list)  # temporary files of killed imports, removed
@@ -287,17 +322,22 @@ def column_key(name: str) -> str:
 
 
 def resolve_columns(crawl: Crawl, options: ImportOptions) -> dict[str, tuple[str, ...]]:
-    """Each field's column(s) in the file: from --map, else the first default name the file has."""
+    """Each field's column(s) in the file: from --map, else the first default name the file has.
+
+    Every column that is missing is reported at once, each with the --map that would name it.
+    """
     explicit = _explicit_columns(crawl, options.mappings)
     chosen: dict[str, tuple[str, ...]] = {}
     for name in Skill.model_fields:
         columns = explicit[name] if name in explicit else _default_columns(crawl, name)
         if columns:
             chosen[name] = columns
-    needed = [*REQUIRED_COLUMNS, *([] if options.category else ["category"])]
-    for name in needed:
-        if name not in chosen:
-            raise CrawlError(_missing_column(crawl, name))
+    needed = list(REQUIRED_COLUMNS)
+    if not options.category and "store_category" not in chosen and "store_subcategory" not in chosen:
+        needed.append("category")
+    missing = [name for name in needed if name not in chosen]
+    if missing:
+        raise CrawlError(_missing_columns(crawl, missing, chosen))
     return chosen
 
 
@@ -340,10 +380,31 @@ def _default_columns(crawl: Crawl, name: str) -> tuple[str, ...]:
     return ()
 
 
-def _missing_column(crawl: Crawl, name: str) -> str:
-    hint = " (or give --category)" if name == "category" else ""
-    return (f"{crawl.path}: no column for {name} (looked for {', '.join(DEFAULT_COLUMNS[name])}); "
-            f"name one with --map {name}=COLUMN{hint}; {_columns_listing(crawl)}")
+def _missing_columns(crawl: Crawl, missing: list[str], chosen: dict[str, tuple[str, ...]]) -> str:
+    taken = {c for columns in chosen.values() for c in columns}
+    free = [c for c in crawl.columns if c not in taken]
+    lines = []
+    for name in missing:
+        hint = " (or give --category)" if name == "category" else ""
+        guess = _closest(name, free)
+        option = f"--map {name}={_quoted(guess)}" if guess else f"--map {name}=COLUMN"
+        lines.append(f"no column for {name} (looked for {', '.join(DEFAULT_COLUMNS[name])}); {option}{hint}")
+    return f"{crawl.path}: {'; '.join(lines)}; {_columns_listing(crawl)}"
+
+
+def _closest(name: str, columns: list[str]) -> str | None:
+    """The column most like the field's names, as a suggestion; None when nothing is close."""
+    keys = {column_key(c): c for c in columns}
+    for candidate in DEFAULT_COLUMNS[name]:
+        found = difflib.get_close_matches(column_key(candidate), list(keys), n=1, cutoff=0.6)
+        if found:
+            return keys[found[0]]
+    contains = [c for k, c in keys.items() if any(column_key(n) in k for n in DEFAULT_COLUMNS[name])]
+    return contains[0] if contains else None
+
+
+def _quoted(column: str) -> str:
+    return column if re.fullmatch(r"[\w.-]+", column) else f"'{column}'"
 
 
 def _columns_listing(crawl: Crawl) -> str:
@@ -365,10 +426,12 @@ def _text(value: Any) -> Any:
 
 
 def _items(values: list[Any]) -> list[Any] | None:
-    """A list field from one or more cells: JSON lists, or text separated by `|` or new lines."""
+    """A list field from one or more cells: JSON or Python-style lists, or text separated by `|` or lines."""
     items: list[Any] = []
     listed = False
     for value in values:
+        if isinstance(value, str) and (parsed := _listed(value)) is not None:
+            value = parsed
         if isinstance(value, list):
             listed, parts = True, value
         elif isinstance(value, str):
@@ -378,19 +441,65 @@ def _items(values: list[Any]) -> list[Any] | None:
         else:
             raise ValueError(f"expected a list or text, got {value!r}")
         items.extend(item for item in map(_text, parts) if item is not None)
-    # An empty JSON list says "none"; empty cells say nothing (unknown, null).
+    # An empty list says "none"; empty cells say nothing (unknown, null).
     return items if items or listed else None
 
 
+def _listed(cell: str) -> list[Any] | None:
+    """A cell holding a list: `["a", "b"]` as JSON writes it, or `['a', 'b']` as Python prints it."""
+    text = cell.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        try:
+            # literal_eval only builds literals; a crawl's cell is small (the file is size-limited).
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
+    if isinstance(value, list) and all(isinstance(v, str | None) for v in value):
+        return value
+    return None
+
+
 def _flag(value: Any) -> bool | None:
+    """true/false, yes/no, 1/0, or a crawl's sentence: "Account linking required", "No in-skill purchases"."""
     if value is None or isinstance(value, bool):
         return value
-    word = str(value).strip().lower()
+    word = " ".join(str(value).strip().lower().split())
     if word in MISSING_TEXT:
         return None
     if word in TRUE_WORDS or word in FALSE_WORDS:
         return word in TRUE_WORDS
+    if re.search(r"\b(requires?|required|needs?|link|linking|offers?|purchases?|available)\b", word):
+        return NEGATIONS.search(word) is None
     raise ValueError(f"{value!r} is neither true nor false (yes/no, 1/0)")
+
+
+def _number(value: Any, integer: bool) -> float | int | None:
+    """"4.5", "4.5 out of 5 stars", "1,234", "1.2K" as a crawl writes a rating or a count."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number")
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return int(value) if integer else float(value)
+    text = str(value).strip().lower().replace(",", "")
+    if text in MISSING_TEXT:
+        return None
+    found = re.match(r"^\(?([0-9]+(?:\.[0-9]+)?)\s*(k|m)?\b", text)
+    if found is None:
+        raise ValueError(f"{value!r} is not a number")
+    number = float(found.group(1)) * {"k": 1000, "m": 1_000_000, None: 1}[found.group(2)]
+    return round(number) if integer else number
+
+
+def _skill_type(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    text = _text(value)
+    return None if text is None else TYPE_NAMES.get(category_key(text), text)
 
 
 def row_fields(row: Row, columns: dict[str, tuple[str, ...]]) -> tuple[dict[str, Any], list[Rejection]]:
@@ -406,13 +515,37 @@ def row_fields(row: Row, columns: dict[str, tuple[str, ...]]) -> tuple[dict[str,
                 given[name] = _items(present)
             elif name in FLAG_FIELDS:
                 given[name] = _flag(present[0])
+            elif name in ("rating", "review_count"):
+                given[name] = _number(present[0], integer=name == "review_count")
+            elif name == "skill_type":
+                given[name] = _skill_type(present[0])
             else:
                 given[name] = _text(present[0])
         except ValueError as exc:
             rejections.append(Rejection(row.number, name, str(exc)))
-    if given.get("sample_utterances", []) is None:
-        given["sample_utterances"] = []  # the model's "none known" for phrases
+    if "sample_utterances" in given:
+        raw = given["sample_utterances"] or []
+        cleaned = [c for c in (clean_utterance(u) if isinstance(u, str) else u for u in raw) if c is not None]
+        given["sample_utterances"] = list(dict.fromkeys(cleaned))
+        given["sample_utterances_raw"] = raw if raw != given["sample_utterances"] else None
     return given, rejections
+
+
+def skill_slug(category: str | None, developer: str | None, name: str) -> str:
+    """The id of a skill the crawl gives no ASIN for: stable across crawls, distinct for namesakes."""
+    parts = [slug(p) or "-" for p in (category or "", developer or "", name)]
+    return "slug:" + "/".join(parts)
+
+
+@dataclass(frozen=True)
+class Recategorised:
+    row: int
+    skill_id: str
+    old: str
+    new: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: category: {self.skill_id!r} moves from {self.old} to {self.new}"
 
 
 @dataclass
@@ -425,6 +558,7 @@ class _Merge:
     stored: dict[str, dict[str, Any]]  # the store's records, updated row by row
     curated_files: dict[str, Path]
     known_categories: set[str]
+    mapping: StoreCategories
     result: ImportResult
     first_row: dict[str, int] = field(default_factory=dict)
 
@@ -433,7 +567,8 @@ class _Merge:
             self.result.rejections.append(Rejection(row.number, "", row.problem))
             return
         given, rejections = row_fields(row, self.columns)
-        skill_id = given.get("id") if isinstance(given.get("id"), str) else None
+        self._categorise(given)
+        skill_id = self._identify(given)
         if skill_id in self.curated_files:
             self.result.curated.append(CuratedConflict(row.number, skill_id, self.curated_files[skill_id]))
             return
@@ -448,38 +583,74 @@ class _Merge:
         if rejections:
             self.result.rejections.extend(rejections)
             return
+        if old is not None and old.get("category") != record["category"]:
+            self.result.recategorised.append(Recategorised(row.number, record["id"], old.get("category", "?"),
+                                                           record["category"]))
         self._count(record, old)
 
+    def _identify(self, given: dict[str, Any]) -> str | None:
+        skill_id = given.get("id")
+        if isinstance(skill_id, str):
+            return skill_id
+        if isinstance(given.get("asin"), str):
+            given["id"] = given["asin"]
+        elif isinstance(given.get("name"), str):
+            where = given.get("store_category") or given.get("category")
+            given["id"] = skill_slug(where if isinstance(where, str) else None,
+                                     given.get("developer") if isinstance(given.get("developer"), str) else None,
+                                     given["name"])
+        return given.get("id") if isinstance(given.get("id"), str) else None
+
+    def _categorise(self, given: dict[str, Any]) -> None:
+        """The study category from the crawl's category: a study category as it is, a store one mapped."""
+        category = given.get("category")
+        if isinstance(category, str) and category not in self.known_categories:
+            if given.get("store_category") is None:
+                given["store_category"] = category
+            del given["category"]
+        store, sub = given.get("store_category"), given.get("store_subcategory")
+        if given.get("category") is None and (isinstance(store, str) or isinstance(sub, str)):
+            mapped = self.mapping.study_category(store if isinstance(store, str) else None,
+                                                 sub if isinstance(sub, str) else None)
+            if mapped is not None:
+                given["category"] = mapped
+            elif self.options.category:
+                given["category"] = self.options.category
+            else:
+                given["category"] = slug(store if isinstance(store, str) else str(sub))
+        elif given.get("category") is None and self.options.category:
+            given["category"] = self.options.category
+        if given.get("category") is None:
+            given.pop("category", None)  # the stored category stays, if there is one
+
     def _record(self, given: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
-        record = {**(old or {}), **given}
-        if record.get("category") is None and self.options.category:
-            record["category"] = self.options.category
+        record = {"invocation_name": None, **(old or {}), **given}
         if given.get("source") is None:
             record["source"] = self.options.source or self.crawl.path.name
+        if record.get("invocation_name") is None and "skill_type" not in given and record.get("skill_type") in (
+                None, "custom"):
+            store = category_key(record.get("store_category")) or category_key(record.get("store_subcategory"))
+            if store in UNINVOKED_TYPES:
+                record["skill_type"] = UNINVOKED_TYPES[store]
         return record
 
     def _validate(self, row: Row, record: dict[str, Any]) -> tuple[dict[str, Any], list[Rejection]]:
         """The record as the store keeps it (every field, JSON types), or why the row is rejected."""
-        problems = [Rejection(row.number, name, self._missing(row, name)) for name in (*REQUIRED_COLUMNS, "category")
+        required = [*REQUIRED_COLUMNS, "category"]
+        if record.get("skill_type") in (None, "custom"):
+            required.insert(1, "invocation_name")
+        problems = [Rejection(row.number, name, self._missing(row, name)) for name in required
                     if record.get(name) is None]
-        category = record.get("category")
-        if isinstance(category, str) and category not in self.known_categories:
-            problems.append(Rejection(row.number, "category", self._unknown_category(category)))
         try:
             skill = Skill.model_validate(record)
         except ValidationError as exc:
-            reported = {r.field for r in problems}
+            reported = {r.field for r in problems} | ({"id"} if record.get("name") is None else set())
             invalid = [Rejection(row.number, format_loc(tuple(e["loc"])), e["msg"].removeprefix("Value error, "))
                        for e in exc.errors()]
-            return record, problems + [r for r in invalid if r.field not in reported]
+            # The model's own "needs an invocation_name" repeats a missing invocation name.
+            return record, problems + [r for r in invalid if r.field not in reported and (
+                r.field or "invocation_name" not in reported)]
         return skill.model_dump(mode="json"), problems
-
-    def _unknown_category(self, category: str) -> str:
-        known = ", ".join(sorted(self.known_categories))
-        column = self.columns.get("category", ("category",))[0]
-        # Crawls name the store's own category "category"; it is not the persona the skill is for.
-        return (f"{category!r} is not a catalog category ({known}); for the store's categories, use "
-                f"--map store_category={column} --map category= --category CATEGORY")
 
     def _missing(self, row: Row, name: str) -> str:
         column = next((c for c in self.columns.get(name, ()) if c in row.cells), None)
@@ -505,26 +676,60 @@ def plan_import(folder: Path, path: Path, options: ImportOptions) -> tuple[Impor
     known = set(CATEGORIES) | {s.category for s in curated.skills.values()}
     if options.category and options.category not in known:
         raise CrawlError(f"--category {options.category}: not a catalog category ({', '.join(sorted(known))})")
+    mapping = load_store_categories(folder, known)
     crawl = read_crawl(path, options.fmt)
     columns = resolve_columns(crawl, options)
     store = folder / IMPORTED_STORE
-    stored = _stored_records(store)
-    result = ImportResult(path, store, rows=len(crawl.rows), columns=columns)
-    merge = _Merge(crawl, options, columns, stored, curated.files, known, result)
+    layout, stored = read_records(store)
+    result = ImportResult(path, store, rows=len(crawl.rows), columns=columns, mapping=mapping.path,
+                          carried_over=layout if layout not in (None, STORE_VERSION) else None)
+    merge = _Merge(crawl, options, columns, stored, curated.files, known, mapping, result)
     for row in crawl.rows:
         merge.add(row)
     result.stored = len(stored)
     return result, stored
 
 
-def _stored_records(store: Path) -> dict[str, dict[str, Any]]:
+def read_records(store: Path) -> tuple[int | None, dict[str, dict[str, Any]]]:
+    """The store's layout and records, whichever layout it has (an older one is carried over)."""
     if not store.is_file():
-        return {}
-    opened = ImportedStore(store)
+        return None, {}
+    problem = f"not an imported-skills store (version {STORE_VERSION}); delete it and import the crawl again"
     try:
-        return {skill_id: json.loads(record) for skill_id, record in opened.records().items()}
+        db = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise ConfigError([Issue(store, None, "", f"{problem} ({exc})")]) from None
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        columns = [row[1] for row in db.execute("PRAGMA table_info(skills)")]
+        if (version, columns) != (STORE_VERSION, STORE_COLUMNS) and OLD_LAYOUTS.get(version) != columns:
+            raise ConfigError([Issue(store, None, "", problem)])
+        records = {skill_id: json.loads(record) for skill_id, record in db.execute("SELECT id, record FROM skills")}
+    except sqlite3.Error as exc:
+        raise ConfigError([Issue(store, None, "", f"{problem} ({exc})")]) from None
+    except ValueError:
+        raise ConfigError([Issue(store, None, "", f"{problem} (a damaged record)")]) from None
     finally:
-        opened.close()
+        db.close()
+    return version, records
+
+
+def upgrade_store(folder: Path, *, lock_wait: float | None = None) -> tuple[int | None, int]:
+    """Rewrite a store of an older layout in the current one; its layout before, and its skills."""
+    with import_lock(folder, LOCK_WAIT_SECONDS if lock_wait is None else lock_wait):
+        store = folder / IMPORTED_STORE
+        layout, records = read_records(store)
+        if layout is not None and layout != STORE_VERSION:
+            upgraded = {}
+            for skill_id, record in records.items():
+                try:
+                    upgraded[skill_id] = Skill.model_validate(record).model_dump(mode="json")
+                except ValidationError as exc:
+                    raise ConfigError([Issue(store, None, f"skills[{skill_id!r}]",
+                                             f"damaged record ({exc.error_count()} error(s)); "
+                                             f"import the crawl again")]) from None
+            write_store(store, upgraded.values())
+        return layout, len(records)
 
 
 def import_crawl(folder: Path, path: Path, options: ImportOptions, *, lock_wait: float | None = None) -> ImportResult:
@@ -542,7 +747,7 @@ def import_crawl(folder: Path, path: Path, options: ImportOptions, *, lock_wait:
         result.removed = removed
         if result.rejected > options.max_rejected:
             raise TooManyRejected(result, options.max_rejected)
-        if result.changed:
+        if result.changed or result.carried_over is not None:
             write_store(result.store, records.values())
             result.written = True
     return result
@@ -611,9 +816,10 @@ def _write_database(path: Path, records: list[dict[str, Any]]) -> None:
         # would only slow the writing down.
         db.execute("PRAGMA journal_mode = OFF")
         db.execute(STORE_TABLE)
-        db.executemany("INSERT INTO skills (id, category, record) VALUES (?, ?, ?)",
-                       ((r["id"], r["category"], json.dumps(r, ensure_ascii=False)) for r in records))
-        db.execute(STORE_INDEX)
+        insert = f"INSERT INTO skills ({', '.join(STORE_COLUMNS)}) VALUES ({', '.join('?' * len(STORE_COLUMNS))})"
+        db.executemany(insert, (store_row(r, json.dumps(r, ensure_ascii=False)) for r in records))
+        for index in STORE_INDEXES:
+            db.execute(index)
         db.execute(f"PRAGMA user_version = {STORE_VERSION}")
         db.commit()
     except sqlite3.Error as exc:

@@ -21,10 +21,13 @@ from orchestrator.core.safe_text import for_output, for_terminal
 if TYPE_CHECKING:
     from orchestrator.analysis.query import OutputFormat
     from orchestrator.catalog.crawl import ImportResult
+    from orchestrator.catalog.skills import Ranking
 
 #: Rejected rows and curated conflicts listed without --verbose.
 SHOWN_ROWS = 20
 LIST_COLUMNS = ("id", "category", "origin", "name", "invocation_name", "developer")
+RANKED_COLUMNS = ("rank", "id", "category", "origin", "name", "invocation_name", "type", "reviews", "rating",
+                  "developer")
 
 
 def catalog_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -134,10 +137,20 @@ def _report(result: ImportResult, verbose: bool) -> None:
 
     for stale in result.removed:
         echo(f"{stale}: removed, the temporary store of an earlier import that did not finish")
+    if result.carried_over is not None:
+        echo(f"{result.store}: layout {result.carried_over} from an older orchestrator; its {result.stored} "
+             f"skill(s) are carried over to the current layout")
     echo(f"{result.path}: {result.rows} row(s): {result.added} added, {result.updated} updated, "
          f"{result.unchanged} unchanged, {len(result.curated)} kept curated, {result.rejected} rejected")
     echo("  columns: " + ", ".join(f"{name} <- {' + '.join(map(repr, columns))}"
                                    for name, columns in result.columns.items()))
+    if result.mapping is not None and ({"store_category", "store_subcategory"} & set(result.columns)
+                                       or "category" in result.columns):
+        echo(f"  store categories mapped by {result.mapping}")
+    if result.recategorised:
+        echo(f"  {len(result.recategorised)} stored skill(s) move to another category:")
+    for line in _limited([*map(str, result.recategorised)], verbose, "moves"):
+        echo(f"  {line}")
     for line in _limited([*map(str, result.curated)], verbose, "curated ids"):
         echo(f"  {line}")
     for line in _limited([*map(str, result.rejections)], verbose, "reasons"):
@@ -156,11 +169,20 @@ def _limited(lines: list[str], verbose: bool, what: str) -> Iterator[str]:
 @catalog.command("list")
 @catalog_option
 @click.option("--category", default=None, help="Only the skills of this category.")
+@click.option("--top", type=click.IntRange(min=1), default=None,
+              help="Only the category's N best-ranked skills, with their rank (needs --category).")
+@click.option("--rank", "ranking", type=click.Choice(["reviews", "rating", "catalog"]), default="reviews",
+              show_default=True, help="The ranking of --top: by number of reviews (then rating), by rating (then "
+                                      "reviews), or curated files' order then id. Ties go to curated order, then id.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "jsonl"]), default="table",
               show_default=True, help="Output format.")
 @reports_errors
-def list_(catalog_dir: Path, category: str | None, fmt: OutputFormat) -> None:
-    """List the catalog's skills by category: curated ones first, then imported ones by id."""
+def list_(catalog_dir: Path, category: str | None, top: int | None, ranking: Ranking, fmt: OutputFormat) -> None:
+    """List the catalog's skills by category: curated ones first, then imported ones by id.
+
+    With --top N, a category's N best skills in the order `generate` takes them, with rank,
+    number of reviews and rating.
+    """
     from orchestrator.analysis.query import write_rows
     from orchestrator.catalog.skills import load_catalog
 
@@ -168,6 +190,16 @@ def list_(catalog_dir: Path, category: str | None, fmt: OutputFormat) -> None:
     categories = sorted(skills.categories())
     if category is not None and category not in categories:
         raise InputError(f"unknown category {category!r}; the catalog has: {', '.join(categories)}")
+    if top is not None:
+        if category is None:
+            raise InputError("--top ranks the skills of one category: give --category too")
+        ranked = (
+            (rank, s.id, s.category, "curated" if s.id in skills.curated else "imported", s.name, s.invocation_name,
+             s.skill_type, s.review_count, s.rating, s.developer)
+            for rank, s in enumerate(skills.top(category, top, ranking), start=1)
+        )
+        write_rows(sys.stdout, *for_output(RANKED_COLUMNS, ranked, fmt), fmt)
+        return
     rows = (
         (s.id, s.category, "curated" if s.id in skills.curated else "imported", s.name, s.invocation_name,
          s.developer)
@@ -175,3 +207,28 @@ def list_(catalog_dir: Path, category: str | None, fmt: OutputFormat) -> None:
         for s in skills.in_category(c)
     )
     write_rows(sys.stdout, *for_output(LIST_COLUMNS, rows, fmt), fmt)
+
+
+@catalog.command("upgrade")
+@catalog_option
+@reports_errors
+def upgrade(catalog_dir: Path) -> None:
+    """Carry an imported store written by an older orchestrator over to the current layout.
+
+    The next import does this too; a store already in the current layout is left alone.
+    """
+    from orchestrator.catalog.crawl import ImportBusy, upgrade_store
+    from orchestrator.catalog.skills import IMPORTED_STORE, STORE_VERSION
+    from orchestrator.core.durable import OutputError
+
+    try:
+        layout, count = upgrade_store(catalog_dir)
+    except (ImportBusy, OutputError) as exc:
+        raise click.ClickException(str(exc)) from None
+    store = catalog_dir / IMPORTED_STORE
+    if layout is None:
+        click.echo(f"{store}: no imported store, nothing to upgrade", err=True)
+    elif layout == STORE_VERSION:
+        click.echo(f"{store}: already layout {STORE_VERSION} ({count} skill(s)), nothing to change", err=True)
+    else:
+        click.echo(f"{store}: {count} skill(s) carried over from layout {layout} to layout {STORE_VERSION}", err=True)

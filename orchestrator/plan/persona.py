@@ -34,7 +34,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
-from orchestrator.catalog.skills import Catalog, Skill
+from orchestrator.catalog.skills import Catalog, Ranking, Skill
+from orchestrator.catalog.utterances import clean_utterance, invocation_key, utterance_kind, words_of
 from orchestrator.core import config_files
 from orchestrator.core.config_files import CleanText, ConfigError, Document, Issue
 
@@ -127,10 +128,11 @@ class Generated(Strict):
     category: str | None = None  # default: the persona's interest
     utterances: int | None = Field(None, ge=0)  # sample utterances per skill; default all
     disable: bool = False  # disable each skill after its session
+    rank: Ranking = "reviews"  # most reviews first (then rating); "rating"; "catalog": curated order, then id
 
 
 class GenerateStep(Strict):
-    """The top N skills of a category, each enabled, opened, given its sample utterances, stopped."""
+    """The top N skills of a category, each enabled and used as its type is (see _skill_block)."""
 
     generate: Generated
 
@@ -230,6 +232,7 @@ class PlannedStep:
     on_mismatch: str = "continue"
     source: int = 0  # the step of the persona file it came from
     delay: float = 0.0  # seeded jitter: seconds to wait before the step
+    note: str = ""  # for the operator, never spoken: a generated skill's rank and popularity
 
     def spoken(self, wake_word: str) -> str:
         return f"{wake_word}, {self.text}" if self.wake else self.text
@@ -258,6 +261,9 @@ def check_persona(loaded: LoadedPersona, catalog: Catalog) -> list[Issue]:
             issues.append(doc.issue(("plan", index, field or kind), "a control persona must not use skills"))
         elif skill_id is not None and skill_id not in catalog:
             issues.append(doc.issue(("plan", index, field), f"unknown skill {skill_id!r} (not in the catalog)"))
+        elif isinstance(step, OpenStep) and catalog[step.open].invocation_name is None:
+            issues.append(doc.issue(("plan", index, "open"), f"{step.open!r} is a {catalog[step.open].skill_type} "
+                                                             f"skill: it has no invocation name to open"))
         elif isinstance(step, GenerateStep):
             issues.extend(_generate_issues(doc, index, step.generate, persona, catalog))
     return issues
@@ -275,7 +281,7 @@ def _skill_reference(step: BaseModel, kind: str) -> tuple[str, str | None]:
 
 def _generate_issues(doc: Document, index: int, wanted: Generated, persona: Persona, catalog: Catalog) -> list[Issue]:
     category = wanted.category or persona.interest or ""
-    available = len(catalog.in_category(category))
+    available = catalog.count_in(category)
     if wanted.category and wanted.category not in catalog.categories():
         return [doc.issue(("plan", index, "generate", "category"), f"unknown category {category!r}")]
     if available < wanted.top:
@@ -300,9 +306,12 @@ def _interest_issues(loaded: LoadedPersona, catalog: Catalog) -> list[Issue]:
 def compile_plan(persona: Persona, catalog: Catalog) -> list[PlannedStep]:
     """The night's steps in order, with the words to say; the same seed gives the same night."""
     rng = random.Random(persona.seed)
+    # Alexa sends an invocation name to whichever enabled skill has it: one skill per name and night.
+    invoked = {key for step in persona.plan if isinstance(step, EnableStep) and step.enable in catalog
+               if (key := invocation_key(catalog[step.enable].invocation_name))}
     drafts: list[PlannedStep] = []
     for source, step in enumerate(persona.plan):
-        drafts.extend(_expand(source, step, persona, catalog, rng))
+        drafts.extend(_expand(source, step, persona, catalog, rng, invoked))
     steps = []
     session: str | None = None
     first_turn: dict[int, int] = {}  # a dialog is known by the index of its first turn
@@ -325,7 +334,8 @@ def _in_session(step: PlannedStep, session: str | None) -> tuple[PlannedStep, st
     return step, None
 
 
-def _expand(source: int, step: BaseModel, persona: Persona, catalog: Catalog, rng: random.Random) -> list[PlannedStep]:
+def _expand(source: int, step: BaseModel, persona: Persona, catalog: Catalog, rng: random.Random,
+            invoked: set[str]) -> list[PlannedStep]:
     def planned(kind: str, text: str, wake: bool = True, **extra: Any) -> PlannedStep:
         return PlannedStep(-1, kind, text, wake, source=source, **extra)
 
@@ -350,39 +360,78 @@ def _expand(source: int, step: BaseModel, persona: Persona, catalog: Catalog, rn
         case StopStep():
             return [planned("stop", "stop")]
         case GenerateStep(generate=wanted):
-            return _generated(source, wanted, persona, catalog, rng)
+            return _generated(source, wanted, persona, catalog, rng, invoked)
     raise TypeError(f"unhandled step {step!r}")
 
 
 def _generated(source: int, wanted: Generated, persona: Persona, catalog: Catalog,
-               rng: random.Random) -> list[PlannedStep]:
-    """Each skill's block: enable, open, its sample utterances, stop (and disable)."""
-    skills = catalog.in_category(wanted.category or persona.interest or "")[: wanted.top]
-    blocks = [_skill_block(source, skill, wanted) for skill in skills]
+               rng: random.Random, invoked: set[str]) -> list[PlannedStep]:
+    """The category's best-ranked skills, none sharing an invocation name with a skill of the night."""
+    category = wanted.category or persona.interest or ""
+    blocks = []
+    for rank, skill in enumerate(catalog.ranked(category, wanted.rank, page=max(2 * wanted.top, 50)), start=1):
+        key = invocation_key(skill.invocation_name)
+        if key is not None and key in invoked:
+            continue
+        if key is not None:
+            invoked.add(key)
+        blocks.append(_skill_block(source, skill, wanted, _rank_note(rank, category, skill)))
+        if len(blocks) == wanted.top:
+            break
     if persona.shuffle:
         rng.shuffle(blocks)
     return [step for block in blocks for step in block]
 
 
-def _skill_block(source: int, skill: Skill, wanted: Generated) -> list[PlannedStep]:
-    block = [
-        PlannedStep(-1, "enable", f"enable {skill.name}", True, skill.id, source=source),
-        PlannedStep(-1, "open", f"open {skill.invocation_name}", True, skill.id, source=source),
-    ]
-    utterances = [u for u in (strip_wake_word(u) for u in skill.sample_utterances) if not _is_launch(u, skill)]
-    for text in utterances[: wanted.utterances] if wanted.utterances is not None else utterances:
-        block.append(PlannedStep(-1, "say", text, True, skill.id, source=source))
-    block.append(PlannedStep(-1, "stop", "stop", True, skill.id, source=source))
+def _rank_note(rank: int, category: str, skill: Skill) -> str:
+    reviews = "reviews unknown" if skill.review_count is None else f"{skill.review_count:,} reviews"
+    rating = "" if skill.rating is None else f", rated {skill.rating:g}"
+    return f"rank {rank} in {category}: {reviews}{rating}"
+
+
+def _skill_block(source: int, skill: Skill, wanted: Generated, note: str) -> list[PlannedStep]:
+    """One skill's part of the night, as its type is used.
+
+    custom: enable, open, the in-session follow-ups (no wake word), stop, then the one-shot
+    invocations ("ask cat facts for a fact"), each a session of its own. smart_home: enable, then
+    the device commands of its samples (no "open": there is nothing to open). flash_briefing and
+    music: enable, then a listen step ("what's my flash briefing", "play ..."), stop.
+    """
+    def step(kind: str, text: str, wake: bool = True, **extra: Any) -> PlannedStep:
+        return PlannedStep(-1, kind, text, wake, skill.id, source=source, **extra)
+
+    block = [step("enable", f"enable {skill.name}", note=note)]
+    samples = [u for u in (clean_utterance(u) for u in skill.sample_utterances) if u is not None]
+    kinds = [(u, utterance_kind(u, skill.invocation_name, skill.name)) for u in samples]
+    # "open cat facts" only repeats the open step, and a listed "stop" the stop step.
+    kinds = [(u, k) for u, k in kinds if k != "launch" and words_of(u) not in SESSION_ENDS]
+    kinds = kinds[: wanted.utterances] if wanted.utterances is not None else kinds
+    if skill.skill_type == "custom":
+        block.append(step("open", f"open {skill.invocation_name}"))
+        block.extend(step("say", u, False) for u, k in kinds if k == "follow-up")
+        block.append(step("stop", "stop"))
+        block.extend(step("say", u) for u, k in kinds if k == "one-shot")
+    elif skill.skill_type == "smart_home":
+        block.extend(step("say", u) for u, _ in kinds)
+    else:
+        # "play jazz radio" is what a music skill is for, even where it only names the skill.
+        block.append(step("listen", _listen_words(skill, samples), listen_seconds=LISTEN_SECONDS))
+        block.append(step("stop", "stop"))
     if wanted.disable:
-        block.append(PlannedStep(-1, "disable", f"disable {skill.name}", True, skill.id, source=source))
+        block.append(step("disable", f"disable {skill.name}"))
     return block
 
 
-def _is_launch(utterance: str, skill: Skill) -> bool:
-    """"open Cat Facts" only repeats the open step; "launch Cat Facts and tell me a fact" does not."""
-    words = re.sub(r"[^a-z0-9' ]+", " ", utterance.lower()).split()
-    names = {" ".join(skill.name.lower().split()), " ".join(skill.invocation_name.lower().split())}
-    return bool(words) and words[0] in ("open", "launch", "start") and " ".join(words[1:]) in names
+#: Seconds a generated flash briefing or stream is recorded for.
+LISTEN_SECONDS = 20.0
+SESSION_ENDS = frozenset({"stop", "cancel", "exit", "quit", "alexa stop"})
+
+
+def _listen_words(skill: Skill, samples: list[str]) -> str:
+    if skill.skill_type == "flash_briefing":
+        return "what's my flash briefing"
+    played = [u for u in samples if u.lower().startswith("play ")]
+    return played[0] if played else f"play {skill.name}"
 
 
 def strip_wake_word(text: str) -> str:
