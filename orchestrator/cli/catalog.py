@@ -67,7 +67,8 @@ def catalog() -> None:
                    "An empty COLUMN leaves the field out. sample_utterances and permissions take several columns "
                    "(repeat the option).")
 @click.option("--category", default=None,
-              help="Catalog category (persona slug, e.g. pets-animals) of the rows that have none.")
+              help="Catalog category (persona slug, e.g. pets-animals) of the rows whose file gives none and whose "
+                   "store category is not mapped; a re-import with another one moves those skills.")
 @click.option("--source", default=None,
               help="Provenance recorded for rows without a source column [default: the file's name].")
 @click.option("--max-rejected", type=click.IntRange(min=0), default=0, show_default=True,
@@ -82,29 +83,34 @@ def import_(file: Path, catalog_dir: Path, fmt: str, mappings: list[tuple[str, s
 
     \b
     Columns are found by name, whatever their case and separators:
-      id                  asin, skill_id, id
-      asin                asin
-      name                name, title, skill_name
-      invocation_name     invocation_name, invocation, launch_phrase
-      category            category (or --category)
-      store_category      store_category
+      id                  asin, skill_id, id (without one: the ASIN, else slug:CATEGORY/DEVELOPER/NAME)
+      name                name, title, skill_name (required)
+      invocation_name     invocation_name, invocation, launch_phrase (custom skills need one)
+      skill_type          skill_type, type: custom, smart home, flash briefing, music (default: custom;
+                          smart_home, flash_briefing or music for uninvoked skills of those store categories)
+      category            category: a study category as it is, or the store's category (or --category)
+      store_category      store_category;  store_subcategory: sub_category, subcategory
       developer           developer, vendor, vendor_name, developer_name, author
       sample_utterances   sample_utterances, example_phrases, example_interactions, utterances,
                           or numbered columns ("Example Interaction 1", "Example Interaction 2", ...)
-      account_linking     account_linking, account_linking_required (true/false, yes/no, 1/0)
+      account_linking     account_linking, account_linking_required (yes/no, or "Account linking required")
       permissions         permissions
-      privacy_policy_url  privacy_policy_url, privacy_policy
-      source, retrieved, notes
-    A list field is a JSON list, or text separated by `|` or new lines. An empty cell or the text
-    `null` is a missing value.
+      rating, review_count  rating, stars;  review_count, num_of_reviews, reviews, number_of_ratings ("1,234")
+      privacy_policy_url, terms_url, in_app_purchasing, release_date, description, source, retrieved, notes
+    A list field is a JSON or Python-style list (["a", "b"] or ['a', 'b']), or text separated by `|`
+    or new lines. An empty cell or the text `null` is a missing value.
 
     \b
-    A new id is added. A known id is updated: the fields the file has a column for take the file's
-    values, the others keep the stored ones. An id that a curated YAML file has is skipped (the
-    curated record wins) and reported. Each rejected row is reported with its number (a spreadsheet's
-    row for CSV, with the header as row 1; the line for JSON Lines; the item, from 1, of a JSON
-    array), the field and the reason. The store is replaced whole or not at all. One import runs at a
-    time: another one waits up to 10 s for it, then gives up (exit code 1).
+    Store categories become study categories by store_categories.csv (the catalog folder's, else the
+    shipped one); a skill of a category it does not map keeps the store's (as "games-trivia").
+    Sample utterances are stored cleaned (no wake word, quotes or bracketed remarks), the crawl's
+    text beside them. A new id is added. A known id is updated: the fields the file has a column for
+    take the file's values, the others keep the stored ones; a skill whose category changes is
+    reported. An id that a curated YAML file has is skipped (the curated record wins) and reported.
+    Each rejected row is reported with its number (a spreadsheet's row for CSV, with the header as
+    row 1; the line for JSON Lines; the item, from 1, of a JSON array), the field and the reason. The
+    store is replaced whole or not at all. One import runs at a time: another one waits up to 10 s
+    for it, then gives up (exit code 1).
 
     \b
     orchestrator catalog import crawl.csv --dry-run
