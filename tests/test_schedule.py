@@ -378,6 +378,18 @@ def test_list_shows_each_persona_with_its_next_run_and_schedule(files, services,
     assert result.stderr == ""
 
 
+def test_list_before_serve_ever_ran_shows_the_runs_the_persona_files_ask_for(files, runner):
+    write_persona(files.personas, "p-b1", "b1", cron="25 1 * * *", jitter=20)
+    result = runner.invoke(schedule_group, ["list", "--jobs-db", str(files.jobs_db), "--personas", str(files.personas)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines[1:]] == [["p-a1", "not"], ["p-a2", "not"], ["p-b1", "not"]]
+    assert "-01-01 03:00:00 GMT" in lines[1] and lines[1].endswith("0 3 1 1 * Europe/London")
+    assert lines[3].endswith("25 1 * * * Europe/London +0..20 min")
+    assert "`orchestrator serve` has not run yet" in result.stderr
+    assert not files.jobs_db.exists()  # listing makes no job store
+
+
 def test_trigger_queues_a_run_that_the_running_serve_picks_up(files, services, runner):
     service = services(files, wakeup_seconds=0.2)
     stop = threading.Event()

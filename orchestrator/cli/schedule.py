@@ -28,7 +28,7 @@ from orchestrator.cli.options import (
     stderr,
 )
 from orchestrator.core import settings
-from orchestrator.plan.schedule import NightlyTrigger
+from orchestrator.plan.schedule import NightlyTrigger, nightly_trigger
 from orchestrator.scheduler.jobs import TRIGGER_PREFIX, persona_of
 from orchestrator.scheduler.runtime import SchedulerBusy, StoreLock, describe_holder, kill_workers, lock_holder
 from orchestrator.scheduler.service import (
@@ -174,8 +174,21 @@ def schedule_group() -> None:
 
 @schedule_group.command("list")
 @jobs_db_option
-def schedule_list(jobs_db: Path) -> None:
-    """Each persona's next run, its schedule and whether it is paused; runs queued by hand."""
+@click.option("--personas", "personas_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=lambda: settings.project_home() / "persona_scripts", show_default="persona_scripts/",
+              help="Before `serve` has ever run: the persona files whose next runs are shown.")
+@reports_errors
+def schedule_list(jobs_db: Path, personas_dir: Path) -> None:
+    """Each persona's next run, its schedule and whether it is paused; runs queued by hand.
+
+    Before `serve` has ever run there is no job store yet: the next runs are then computed from
+    the persona files, as `serve` would schedule them.
+    """
+    if not jobs_db.exists():
+        _list_from_persona_files(personas_dir)
+        stderr.print(f"note: no job store at {jobs_db}: `orchestrator serve` has not run yet; these are the runs "
+                     "the persona files ask for, and nothing runs until it starts")
+        return
     with job_store(jobs_db) as scheduler:
         jobs = scheduler.get_jobs()
     click.echo(f"{'PERSONA':<28} {'STATE':<9} {'NEXT RUN':<26} SCHEDULE")
@@ -186,6 +199,20 @@ def schedule_list(jobs_db: Path) -> None:
         click.echo(f"{persona_of(job.id):<28} {state:<9} {next_run:<26} {_describe_trigger(job.trigger)}")
     if lock_holder(jobs_db) is None:
         stderr.print("note: `orchestrator serve` is not running; nothing runs until it starts")
+
+
+def _list_from_persona_files(personas_dir: Path) -> None:
+    from orchestrator.plan.persona import load_persona
+
+    click.echo(f"{'PERSONA':<28} {'STATE':<9} {'NEXT RUN':<26} SCHEDULE")
+    now = datetime.now(UTC)
+    for path in sorted(personas_dir.glob("*.yaml")):
+        persona = load_persona(path).persona
+        trigger = nightly_trigger(persona.schedule)
+        exact = nightly_trigger(persona.schedule.model_copy(update={"jitter_minutes": 0}))
+        next_run = exact.get_next_fire_time(None, now)
+        shown = _local(next_run, trigger.timezone) if next_run else "-"
+        click.echo(f"{persona.name:<28} {'not yet':<9} {shown:<26} {_describe_trigger(trigger)}")
 
 
 def _describe_trigger(trigger: Any) -> str:
