@@ -65,7 +65,7 @@ def lab(tmp_path) -> Path:
 def test_the_command_tree():
     names = {" ".join(path) for path, _ in COMMANDS}
     assert names == {"", "demo", "run", "validate", "query", "models", "models list", "models download", "devices",
-                     "catalog", "catalog import", "catalog list", "report", "export", "browse", "audio",
+                     "catalog", "catalog import", "catalog list", "catalog upgrade", "report", "export", "browse", "audio",
                      "serve", "schedule", "schedule list", "schedule trigger", "schedule pause", "schedule resume",
                      "status", "lab", "lab check"}
 

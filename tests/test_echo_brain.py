@@ -439,3 +439,11 @@ def test_catalog_skills_answer_as_a_store_does_when_varied():
     assert varied == SimScript().with_catalog(skills, varied=True)  # the same draw every night
     linking = {s.name for s in skills if s.account_linking}
     assert {s.name for s in varied.skills if s.enable == "account_linking"} == linking
+
+
+def test_a_skill_without_an_invocation_name_is_spoken_of_by_its_name():
+    from types import SimpleNamespace
+
+    hub = SimpleNamespace(id="B0HUB", name="Smart Hub", invocation_name=None, account_linking=True)
+    brain = EchoBrain(SimScript().with_catalog([hub], varied=True))
+    assert hear(brain, "Alexa, enable Smart Hub")[0] == "account_linking"

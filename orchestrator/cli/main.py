@@ -173,7 +173,8 @@ def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path,
                     words = f"(pause {step.pause_seconds:g} s)"
                 else:
                     words = step.spoken(item.persona.wake.word)
-                click.echo(f"#{step.index:<3} {step.kind:<8} {for_terminal(words)}")
+                note = f"   ({step.note})" if step.note else ""
+                click.echo(f"#{step.index:<3} {step.kind:<8} {for_terminal(words)}{for_terminal(note)}")
         return
     if resume_run is not None and len(loaded) != 1:
         raise InputError("--resume continues one run: give exactly one persona file")

@@ -98,7 +98,8 @@ class SimScript:
         twenty-five cannot be reached.
         """
         known = {normalise(s.invocation) for s in self.skills}
-        fresh = [s for s in skills if normalise(s.invocation_name) not in known]
+        # A smart-home skill has no invocation name: it is enabled, and spoken of, by its name.
+        fresh = [s for s in skills if normalise(s.invocation_name or s.name) not in known]
         names = sorted({s.name for s in skills})
         extra = tuple(_sim_skill(s, names if varied else []) for s in fresh)
         return replace(self, skills=self.skills + extra)
@@ -114,7 +115,7 @@ def _sim_skill(skill: Any, others: list[str]) -> SimSkill:
     elif other and draw < 24:
         opening = "unreachable"
     answering = other[_stable_index(f"{skill.id}/other", len(other))] if opening == "other_skill" else None
-    return SimSkill(name=skill.name, invocation=skill.invocation_name,
+    return SimSkill(name=skill.name, invocation=skill.invocation_name or skill.name,
                     enable="account_linking" if skill.account_linking else "enabled", open=opening,
                     other_skill=answering, answers={"": [f"Here is something from {skill.name}."]})
 
