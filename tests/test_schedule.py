@@ -199,8 +199,7 @@ def test_the_real_job_function_is_referenced_by_text(files):
     assert job.args.as_args()[1] == str(files.personas / "p-a1.yaml")
 
 
-@pytest.mark.parametrize("old_func", ["orchestrator.schedule:run_persona_job",
-                                      "orchestrator.scheduler.schedule:run_persona_job"])
+@pytest.mark.parametrize("old_func", ["orchestrator.schedule:run_persona_job"])
 def test_jobs_stored_by_earlier_versions_still_load(files, old_func):
     # APScheduler deletes a stored job whose function does not import, losing its pause and due time.
     jobs_db = files.jobs_db

@@ -3,7 +3,7 @@
 The job store finds the job function by its text reference (`JOB_FUNC`); it takes plain strings
 only, so stored jobs unpickle after restarts and upgrades. A job store that cannot import its job
 function deletes the job: this module imports nothing heavy at load time, and every module path
-ever stored keeps an alias (orchestrator/schedule.py, orchestrator/scheduler/schedule.py).
+ever stored keeps an alias (orchestrator/schedule.py).
 
 Nothing is skipped silently: a run that was missed (scheduler down, busy, stopping) or skipped
 (the persona's previous run still going) gets a ``runs`` row with status ``'missed'``, the time it
