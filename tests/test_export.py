@@ -10,6 +10,7 @@ import os
 import sqlite3
 import stat
 import sys
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,11 @@ def test_parquet_round_trips_a_view_in_row_groups(db: Path, tmp_path: Path) -> N
     table = parquet.read()
     assert table.column_names == columns
     expected = [dict(zip(columns, row, strict=True)) for row in rows]
-    for row in expected:  # sqlite's 0/1 booleans come back as bools
+    for row in expected:  # sqlite's 0/1 booleans come back as bools, the log's typed text with its types
         row["expectation_met"] = None if row["expectation_met"] is None else bool(row["expectation_met"])
+        row["night"] = date.fromisoformat(row["night"])
+        for column in ("started_at", "finished_at"):
+            row[column] = None if row[column] is None else datetime.fromisoformat(row[column])
     assert table.to_pylist() == expected
 
 
@@ -59,11 +63,36 @@ def test_parquet_types_follow_the_declared_and_computed_columns(db: Path, tmp_pa
     export(db, "interaction_details", out, "parquet")
     schema = pq.read_schema(out)
     assert schema.field("interaction_id").type == pa.int64()
-    assert schema.field("night").type == pa.string()  # computed: inferred from its values
-    assert schema.field("transcript_words").type == pa.int64()  # computed
+    assert schema.field("night").type == pa.date32()  # computed text, typed by what it holds
+    assert schema.field("transcript_words").type == pa.int64()  # computed: inferred from its values
     assert schema.field("expectation_met").type == pa.bool_()
     assert schema.field("response_latency_seconds").type == pa.float64()
-    assert schema.field("started_at").type == pa.string()  # the log's ISO-8601 text, unchanged
+    assert schema.field("started_at").type == pa.timestamp("us", tz="UTC")  # the log's ISO-8601 text, typed
+
+
+def test_exports_keep_instants_dates_and_words_typed(db: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "orchestrator.sqlite"
+    source, target = sqlite3.connect(db), sqlite3.connect(copy)
+    source.backup(target)
+    source.close()
+    heard = [{"conf": 0.9, "end": 0.61, "start": 0.12, "word": "welcome"}, {"conf": 1.0, "end": 1.0, "start": 0.61,
+                                                                             "word": "back"}]
+    target.execute("UPDATE interactions SET words_json = ? WHERE id = 1", (json.dumps(heard),))
+    target.commit()
+    target.close()
+    db = copy
+    export(db, "interactions", tmp_path / "steps.parquet", "parquet")
+    table = pq.read_table(tmp_path / "steps.parquet")
+    words = table.schema.field("words_json").type
+    assert pa.types.is_list(words) and [f.name for f in words.value_type] == ["word", "start", "end", "conf"]
+    spoken = [w for w in table.column("words_json").to_pylist() if w]
+    assert spoken == [heard]
+    started = table.column("started_at").to_pylist()
+    assert all(moment.tzinfo is not None and moment.utcoffset().total_seconds() == 0 for moment in started)
+    export(db, "interactions", tmp_path / "steps.jsonl", "jsonl")
+    lines = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert [row["words_json"] for row in lines if row["words_json"]] == spoken  # arrays, not JSON text
+    assert all(isinstance(row["started_at"], str) and row["started_at"].endswith("Z") for row in lines)
 
 
 def test_parquet_of_an_empty_table_keeps_its_schema(tmp_path: Path) -> None:

@@ -13,14 +13,19 @@ or a carriage return as a formula: such text cells (and column names) get a lead
 
 Parquet needs pyarrow, an optional dependency (``pip install 'echo-orchestrator[parquet]'``).
 Column types come from the declared SQLite types (INTEGER, FLOAT, BOOLEAN, TEXT); view columns
-computed by an expression have none, so their type is taken from the first rows read.
-Timestamps stay ISO-8601 text, exactly as the log stores them.
+computed by an expression have none, so their type is taken from the first rows read. The log's
+text that has a type of its own gets it, so that pandas, DuckDB or Arrow read it without parsing:
+instants (columns ending in ``_at``, and ``scheduled_for``) become UTC timestamps, ``night`` a
+date, and a reply's words (``words_json``) a list of structs (word, start, end, conf). In JSON
+lines the words are an array, not a string holding one; CSV keeps the log's text.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, datetime
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -108,7 +113,8 @@ def export(
         return _export_parquet(db_path, name, Path(out), row_group_rows, read_rows)
     columns, rows = run_query(db_path, _select_all(name))
     counted = _Counter(rows)
-    header, cells = (csv_columns(columns), csv_rows(counted)) if fmt == "csv" else (columns, counted)
+    header, cells = (csv_columns(columns), csv_rows(counted)) if fmt == "csv" else (columns, _json_words(columns,
+                                                                                                       counted))
     writer = write_csv if fmt == "csv" else write_jsonl
     with rows:
         if str(out) == "-":
@@ -135,6 +141,30 @@ class _Counter(Iterator[tuple[Any, ...]]):
 # ---------------------------------------------------------------------------------------------
 # Parquet
 # ---------------------------------------------------------------------------------------------
+
+
+#: Text columns of the log whose values are the JSON list of a reply's recognised words.
+WORD_COLUMNS = frozenset({"words_json"})
+#: Text columns of the log that hold dates.
+DATE_COLUMNS = frozenset({"night"})
+
+
+def is_instant(column: str) -> bool:
+    """A column of the log holding an instant as ISO-8601 UTC text."""
+    return column.endswith("_at") or column == "scheduled_for"
+
+
+def _json_words(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[Sequence[Any]]:
+    """Rows whose word lists are lists, not the JSON text the log stores them as."""
+    where = [i for i, column in enumerate(columns) if column in WORD_COLUMNS]
+    for row in rows:
+        if not where:
+            yield row
+            continue
+        cells = list(row)
+        for i in where:
+            cells[i] = json.loads(cells[i]) if isinstance(cells[i], str) else cells[i]
+        yield cells
 
 
 def _import_pyarrow() -> Any:
@@ -176,15 +206,38 @@ def _inferred_type(pa: Any, values: Iterable[Any]) -> pa.DataType:
     return pa.string()
 
 
+def _named_type(pa: Any, column: str) -> pa.DataType | None:
+    """The Arrow type of a column whose name says what its text holds (see the module's docstring)."""
+    if is_instant(column):
+        return pa.timestamp("us", tz="UTC")
+    if column in DATE_COLUMNS:
+        return pa.date32()
+    if column in WORD_COLUMNS:
+        return pa.list_(pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64()),
+                                   ("conf", pa.float64())]))
+    return None
+
+
+def _typed(pa: Any, values: Sequence[Any], type_: pa.DataType) -> list[Any]:
+    """The log's text of instants, dates and word lists as the Python values Arrow takes for them."""
+    if pa.types.is_timestamp(type_):
+        return [None if v is None else datetime.fromisoformat(v) for v in values]
+    if pa.types.is_date32(type_):
+        return [None if v is None else date.fromisoformat(v) for v in values]
+    return [None if v is None else json.loads(v) for v in values]
+
+
 def _arrow_column(pa: Any, name: str, values: Sequence[Any], type_: pa.DataType) -> pa.Array:
     try:
+        if pa.types.is_timestamp(type_) or pa.types.is_date32(type_) or pa.types.is_list(type_):
+            return pa.array(_typed(pa, values, type_), type=type_)
         if type_ == pa.bool_():
             # sqlite stores booleans as 0/1, which Arrow will not take as bool directly.
             return pa.array(values, type=pa.int64()).cast(pa.bool_())
         if type_ == pa.string():
             return _string_column(pa, values)
         return pa.array(values, type=type_)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as error:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError, TypeError) as error:
         raise ExportError(f"column {name!r} holds a value that is not {type_}: {error}") from None
 
 
@@ -200,8 +253,8 @@ def _schema(pa: Any, columns: Sequence[str], declared: Sequence[tuple[str, str]]
             first: Sequence[Sequence[Any]]) -> pa.Schema:
     transposed = list(zip(*first, strict=True)) if first else [() for _ in columns]
     types = [
-        _arrow_type(pa, decl) or _inferred_type(pa, values)
-        for (_, decl), values in zip(declared, transposed, strict=True)
+        _named_type(pa, column) or _arrow_type(pa, decl) or _inferred_type(pa, values)
+        for column, (_, decl), values in zip(columns, declared, transposed, strict=True)
     ]
     return pa.schema([pa.field(column, type_) for column, type_ in zip(columns, types, strict=True)])
 
