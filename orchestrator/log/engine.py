@@ -9,7 +9,9 @@ to upgrade to a write. The schema is created and changed only by the Alembic mig
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +27,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 #: How long a connection waits for another process's write lock before giving up.
 BUSY_TIMEOUT_S = 10.0
+#: How often a connection tries again to put a fresh file in WAL mode while another process does.
+WAL_SWITCH_RETRY = 0.02
 
 
 def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -34,12 +38,31 @@ def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cursor)
         # NORMAL survives an application crash; only a power loss may lose the last commits.
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the file in WAL mode unless it is already.
+
+    Processes that open a fresh log together race for the switch, which needs the file to
+    themselves, and SQLite answers that race with "database is locked" at once instead of waiting
+    for its busy timeout: so it is tried again, for as long as the busy timeout would have waited.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(WAL_SWITCH_RETRY)
 
 
 def _on_begin(connection: Connection) -> None:
