@@ -413,11 +413,3 @@ def _model_root(staging: Path) -> Path:
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0]
     return staging
-
-
-def model_language(model: SpeechModel, models_dir: Path | None = None) -> str:
-    """The language of a model as the registry knows it, or "?" for an unknown folder."""
-    for info in list_models(models_dir):
-        if info.path is not None and _same(info.path, model.path):
-            return info.language
-    return "?"
