@@ -259,6 +259,28 @@ def test_a_csv_row_with_the_wrong_number_of_cells(folder, tmp_path):
     assert rejection_lines(import_file(folder, path)) == ["row 2: has 5 cells, the header has 4"]
 
 
+@pytest.mark.parametrize("ending", ["\r\n", "\r", "\n"])
+def test_csv_line_endings_of_every_platform(folder, tmp_path, ending):
+    path = tmp_path / "c.csv"
+    lines = ["asin,name,invocation_name,category,example_phrases",
+             'B000000001,Dog,dog,pets-animals,"Alexa, open dog' + ending + 'Help"', "B000000002,,x,dating,"]
+    path.write_bytes(ending.join(lines).encode())
+    result = import_file(folder, path, "--max-rejected", "1")
+    assert rejection_lines(result) == ["row 3: name: missing (column 'name' is empty)"]  # a spreadsheet's row 3
+    assert load_catalog(folder)["B000000001"].sample_utterances == ["open dog", "Help"]  # one phrase per line
+
+
+def test_a_broken_csv_row_late_in_the_file_names_its_line_and_writes_nothing(folder, tmp_path, store):
+    path = tmp_path / "c.csv"
+    oversized = "x" * 200_000  # over the csv module's field limit: a damaged crawl, not a description
+    path.write_text(f"asin,name,invocation_name,category\nB000000001,Dog,dog,pets-animals\n"
+                    f"B000000002,Wine,wine,wine-beverages\nB000000003,\"{oversized}\",x,dating\n")
+    result = import_file(folder, path)
+    assert result.exit_code == 2
+    assert "not a valid CSV file (line 4: field larger than field limit" in result.stderr
+    assert not store.exists()
+
+
 def test_max_rejected_imports_the_valid_rows(folder, tmp_path):
     rows = [DOG, ["B000000009", "", "nameless", "dating", "", "", "", ""], WINE]
     result = import_file(folder, write_csv(tmp_path / "crawl.csv", rows), "--max-rejected", "1")

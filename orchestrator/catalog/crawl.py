@@ -18,7 +18,9 @@ renaming the new one over it, so a second import cannot merge into a store the f
 imports that were killed.
 
 A crawl is read within bounds (config_files.read_limited): a regular file of at most
-MAX_CRAWL_BYTES; JSON nested deeper than Python's decoder allows is refused, not a traceback.
+MAX_CRAWL_BYTES; JSON nested deeper than Python's decoder allows is refused, not a traceback. A CSV
+crawl is parsed a row at a time and the store is read a record at a time (StoredRecords): an
+import holds the rows it adds or changes, never the whole store.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import re
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +70,8 @@ MAX_CRAWL_BYTES = 512 * 1024 * 1024
 IMPORT_LOCK = IMPORTED_STORE + ".lock"
 #: Seconds an import waits for another import to finish before it gives up.
 LOCK_WAIT_SECONDS = 10.0
+#: A line of a CSV text with its ending: the csv module joins the lines of a quoted cell itself.
+LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 #: Column names looked for, most specific first. They match whatever their case and separators
@@ -106,7 +110,7 @@ NUMBERED_UTTERANCES = re.compile(r"(exampleinteraction|examplephrase|sampleutter
 REQUIRED_COLUMNS = ("name",)
 LIST_FIELDS = frozenset({"sample_utterances", "permissions"})
 FLAG_FIELDS = frozenset({"account_linking", "in_app_purchasing"})
-LIST_SEPARATOR = re.compile(r"\s*(?:\||\r?\n)\s*")
+LIST_SEPARATOR = re.compile(r"\s*(?:\||\r\n|\r|\n)\s*")
 TRUE_WORDS = frozenset({"true", "yes", "y", "1", "required", "available", "offered"})
 FALSE_WORDS = frozenset({"false", "no", "n", "0", "none", "not required", "not available"})
 #: Free text a crawl writes for account linking or in-skill purchases, read by its words.
@@ -145,7 +149,7 @@ class Row:
 class Crawl:
     path: Path
     columns: list[str]
-    rows: list[Row]
+    rows: Iterable[Row]  # read once, in order: a CSV crawl's rows are parsed as the import takes them
 
 
 @dataclass(frozen=True)
@@ -235,25 +239,38 @@ def read_crawl(path: Path, fmt: str | None = None) -> Crawl:
     return Crawl(path, columns, rows)
 
 
-def _read_csv(path: Path, text: str) -> tuple[list[str], list[Row]]:
+def _read_csv(path: Path, text: str) -> tuple[list[str], Iterable[Row]]:
     if "\0" in text:
         raise CrawlError(f"{path}: not a CSV file (it contains NUL bytes)")
-    records = csv.reader(io.StringIO(text, newline=""))  # only CR and LF end a record, as csv expects
+    records = csv.reader(_lines(text))
     try:
         header = next(records, None)
-        if not header or not any(name.strip() for name in header):
-            raise CrawlError(f"{path}: no header row (a CSV crawl starts with its column names)")
-        columns = [name.strip() for name in header]
-        _check_unique(path, columns)
-        rows = []
+    except csv.Error as exc:
+        raise CrawlError(f"{path}: not a valid CSV file (line {records.line_num}: {exc})") from None
+    if not header or not any(name.strip() for name in header):
+        raise CrawlError(f"{path}: no header row (a CSV crawl starts with its column names)")
+    columns = [name.strip() for name in header]
+    _check_unique(path, columns)
+    return columns, _csv_rows(path, columns, records)
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The text's lines with their endings, one at a time (a StringIO of a 30 MB crawl costs 120 MB).
+
+    Only CR, LF and CRLF end a line, as the csv module expects of a file opened with newline="".
+    """
+    return (match.group() for match in LINE.finditer(text))
+
+
+def _csv_rows(path: Path, columns: list[str], records: Any) -> Iterator[Row]:  # records: a csv.reader
+    try:
         for number, cells in enumerate(records, start=2):
             if not any(cell.strip() for cell in cells):
                 continue
             problem = None if len(cells) == len(columns) else f"has {len(cells)} cells, the header has {len(columns)}"
-            rows.append(Row(number, dict(zip(columns, cells, strict=False)), problem))
+            yield Row(number, dict(zip(columns, cells, strict=False)), problem)
     except csv.Error as exc:
         raise CrawlError(f"{path}: not a valid CSV file (line {records.line_num}: {exc})") from None
-    return columns, rows
 
 
 def _check_unique(path: Path, columns: list[str]) -> None:
@@ -264,7 +281,7 @@ def _check_unique(path: Path, columns: list[str]) -> None:
         seen.add(name)
 
 
-def _read_json(path: Path, text: str) -> tuple[list[str], list[Row]]:
+def _read_json(path: Path, text: str) -> tuple[list[str], Iterable[Row]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -278,7 +295,7 @@ def _read_json(path: Path, text: str) -> tuple[list[str], list[Row]]:
     return _object_rows([(number, item, None) for number, item in enumerate(data, start=1)])
 
 
-def _read_jsonl(path: Path, text: str) -> tuple[list[str], list[Row]]:
+def _read_jsonl(path: Path, text: str) -> tuple[list[str], Iterable[Row]]:
     parsed: list[tuple[int, Any, str | None]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -555,11 +572,12 @@ class _Merge:
     crawl: Crawl
     options: ImportOptions
     columns: dict[str, tuple[str, ...]]
-    stored: dict[str, dict[str, Any]]  # the store's records, updated row by row
+    stored: StoredRecords
     curated_files: dict[str, Path]
     known_categories: set[str]
     mapping: StoreCategories
     result: ImportResult
+    changes: StoreChanges
     first_row: dict[str, int] = field(default_factory=dict)
 
     def add(self, row: Row) -> None:
@@ -576,7 +594,7 @@ class _Merge:
             rejections.append(Rejection(row.number, "id", f"{skill_id!r} is also on row {self.first_row[skill_id]}"))
         elif skill_id is not None:
             self.first_row[skill_id] = row.number
-        old = self.stored.get(skill_id) if skill_id is not None else None
+        old = self.stored.record(skill_id) if skill_id is not None else None
         record, problems = self._validate(row, self._record(given, old))
         reported = {r.field for r in rejections}
         rejections += [p for p in problems if p.field not in reported]
@@ -662,16 +680,84 @@ class _Merge:
             self.result.added += 1
         elif record == old:
             self.result.unchanged += 1
+            return
         else:
             self.result.updated += 1
-        self.stored[record["id"]] = record
+        self.changes.rows.append(store_row(record, json.dumps(record, ensure_ascii=False)))
 
 
 # -- the import ----------------------------------------------------------------------------------------
 
 
-def plan_import(folder: Path, path: Path, options: ImportOptions) -> tuple[ImportResult, dict[str, dict[str, Any]]]:
-    """Read and check the file against the catalog; return the report and the store's new records."""
+@dataclass
+class StoreChanges:
+    """What an import writes: the rows it adds or changes, and the store whose other rows it keeps."""
+
+    old: Path | None  # the store before the import, if there is one
+    old_layout: int | None
+    rows: list[tuple[Any, ...]] = field(default_factory=list)  # store rows (store_row), added or changed
+
+
+class StoredRecords:
+    """The store an import merges into, read a record at a time.
+
+    A whole-store crawl is 100,000 records: held as dicts they would be half a gigabyte, and an
+    import only ever asks for the ones its rows name.
+    """
+
+    def __init__(self, store: Path) -> None:
+        self.path = store
+        self.layout: int | None = None
+        self.count = 0
+        self._db: sqlite3.Connection | None = None
+        if store.is_file():
+            self._db, self.layout = _open_records(store)
+            self.count = self._read(lambda db: db.execute("SELECT count(*) FROM skills").fetchone()[0])
+
+    def record(self, skill_id: str) -> dict[str, Any] | None:
+        if self._db is None:
+            return None
+        found = self._read(lambda db: db.execute("SELECT record FROM skills WHERE id = ?", (skill_id,)).fetchone())
+        if found is None:
+            return None
+        try:
+            record: dict[str, Any] = json.loads(found[0])
+        except ValueError:
+            raise ConfigError([Issue(self.path, None, f"skills[{skill_id!r}]", f"{_NOT_A_STORE} (a damaged record)"
+                                     )]) from None
+        return record
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    def _read(self, query: Callable[[sqlite3.Connection], Any]) -> Any:
+        assert self._db is not None
+        try:
+            return query(self._db)
+        except sqlite3.Error as exc:
+            raise ConfigError([Issue(self.path, None, "", f"{_NOT_A_STORE} ({exc})")]) from None
+
+
+_NOT_A_STORE = f"not an imported-skills store (version {STORE_VERSION}); delete it and import the crawl again"
+
+
+def _open_records(store: Path) -> tuple[sqlite3.Connection, int]:
+    """A read-only connection to a store of the current layout or one an import carries over."""
+    try:
+        db = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        columns = [row[1] for row in db.execute("PRAGMA table_info(skills)")]
+    except sqlite3.Error as exc:
+        raise ConfigError([Issue(store, None, "", f"{_NOT_A_STORE} ({exc})")]) from None
+    if (version, columns) != (STORE_VERSION, STORE_COLUMNS) and OLD_LAYOUTS.get(version) != columns:
+        db.close()
+        raise ConfigError([Issue(store, None, "", _NOT_A_STORE)])
+    return db, version
+
+
+def plan_import(folder: Path, path: Path, options: ImportOptions) -> tuple[ImportResult, StoreChanges]:
+    """Read and check the file against the catalog; return the report and what the store would get."""
     curated = load_curated(folder)
     known = set(CATEGORIES) | {s.category for s in curated.skills.values()}
     if options.category and options.category not in known:
@@ -680,56 +766,30 @@ def plan_import(folder: Path, path: Path, options: ImportOptions) -> tuple[Impor
     crawl = read_crawl(path, options.fmt)
     columns = resolve_columns(crawl, options)
     store = folder / IMPORTED_STORE
-    layout, stored = read_records(store)
-    result = ImportResult(path, store, rows=len(crawl.rows), columns=columns, mapping=mapping.path,
-                          carried_over=layout if layout not in (None, STORE_VERSION) else None)
-    merge = _Merge(crawl, options, columns, stored, curated.files, known, mapping, result)
-    for row in crawl.rows:
-        merge.add(row)
-    result.stored = len(stored)
-    return result, stored
-
-
-def read_records(store: Path) -> tuple[int | None, dict[str, dict[str, Any]]]:
-    """The store's layout and records, whichever layout it has (an older one is carried over)."""
-    if not store.is_file():
-        return None, {}
-    problem = f"not an imported-skills store (version {STORE_VERSION}); delete it and import the crawl again"
+    stored = StoredRecords(store)
     try:
-        db = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise ConfigError([Issue(store, None, "", f"{problem} ({exc})")]) from None
-    try:
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        columns = [row[1] for row in db.execute("PRAGMA table_info(skills)")]
-        if (version, columns) != (STORE_VERSION, STORE_COLUMNS) and OLD_LAYOUTS.get(version) != columns:
-            raise ConfigError([Issue(store, None, "", problem)])
-        records = {skill_id: json.loads(record) for skill_id, record in db.execute("SELECT id, record FROM skills")}
-    except sqlite3.Error as exc:
-        raise ConfigError([Issue(store, None, "", f"{problem} ({exc})")]) from None
-    except ValueError:
-        raise ConfigError([Issue(store, None, "", f"{problem} (a damaged record)")]) from None
+        result = ImportResult(path, store, columns=columns, mapping=mapping.path,
+                              carried_over=stored.layout if stored.layout not in (None, STORE_VERSION) else None)
+        changes = StoreChanges(store if stored.layout is not None else None, stored.layout)
+        merge = _Merge(crawl, options, columns, stored, curated.files, known, mapping, result, changes)
+        for row in crawl.rows:
+            result.rows += 1
+            merge.add(row)
+        result.stored = stored.count + result.added
     finally:
-        db.close()
-    return version, records
+        stored.close()
+    return result, changes
 
 
 def upgrade_store(folder: Path, *, lock_wait: float | None = None) -> tuple[int | None, int]:
     """Rewrite a store of an older layout in the current one; its layout before, and its skills."""
     with import_lock(folder, LOCK_WAIT_SECONDS if lock_wait is None else lock_wait):
         store = folder / IMPORTED_STORE
-        layout, records = read_records(store)
-        if layout is not None and layout != STORE_VERSION:
-            upgraded = {}
-            for skill_id, record in records.items():
-                try:
-                    upgraded[skill_id] = Skill.model_validate(record).model_dump(mode="json")
-                except ValidationError as exc:
-                    raise ConfigError([Issue(store, None, f"skills[{skill_id!r}]",
-                                             f"damaged record ({exc.error_count()} error(s)); "
-                                             f"import the crawl again")]) from None
-            write_store(store, upgraded.values())
-        return layout, len(records)
+        stored = StoredRecords(store)
+        stored.close()
+        if stored.layout is not None and stored.layout != STORE_VERSION:
+            write_store(store, StoreChanges(store, stored.layout))
+        return stored.layout, stored.count
 
 
 def import_crawl(folder: Path, path: Path, options: ImportOptions, *, lock_wait: float | None = None) -> ImportResult:
@@ -743,12 +803,12 @@ def import_crawl(folder: Path, path: Path, options: ImportOptions, *, lock_wait:
         return plan_import(folder, path, options)[0]
     with import_lock(folder, LOCK_WAIT_SECONDS if lock_wait is None else lock_wait):
         removed = remove_stale_temporaries(folder / IMPORTED_STORE)
-        result, records = plan_import(folder, path, options)
+        result, changes = plan_import(folder, path, options)
         result.removed = removed
         if result.rejected > options.max_rejected:
             raise TooManyRejected(result, options.max_rejected)
         if result.changed or result.carried_over is not None:
-            write_store(result.store, records.values())
+            write_store(result.store, changes)
             result.written = True
     return result
 
@@ -803,21 +863,22 @@ def remove_stale_temporaries(store: Path) -> list[Path]:
     return removed
 
 
-def write_store(store: Path, records: Iterable[dict[str, Any]]) -> None:
+def write_store(store: Path, changes: StoreChanges) -> None:
     """Replace the store at once: a new file is written beside it, synced, and renamed over it."""
     with replacing(store) as temporary:
-        _write_database(temporary, sorted(records, key=lambda r: r["id"]))
+        _write_database(temporary, changes)
 
 
-def _write_database(path: Path, records: list[dict[str, Any]]) -> None:
-    db = sqlite3.connect(path)
+def _write_database(path: Path, changes: StoreChanges) -> None:
+    db = sqlite3.connect(path.resolve().as_uri(), uri=True)  # a URI connection may attach the old store read-only
     try:
         # Nobody reads this file before the rename, which is what makes the import atomic; a journal
         # would only slow the writing down.
         db.execute("PRAGMA journal_mode = OFF")
         db.execute(STORE_TABLE)
-        insert = f"INSERT INTO skills ({', '.join(STORE_COLUMNS)}) VALUES ({', '.join('?' * len(STORE_COLUMNS))})"
-        db.executemany(insert, (store_row(r, json.dumps(r, ensure_ascii=False)) for r in records))
+        db.executemany(INSERT_ROW, sorted(changes.rows))
+        if changes.old is not None:
+            _keep_untouched(db, changes)
         for index in STORE_INDEXES:
             db.execute(index)
         db.execute(f"PRAGMA user_version = {STORE_VERSION}")
@@ -828,3 +889,33 @@ def _write_database(path: Path, records: list[dict[str, Any]]) -> None:
         raise OSError(errno.ENOSPC if full else errno.EIO, f"SQLite: {exc}") from None
     finally:
         db.close()
+
+
+INSERT_ROW = f"INSERT INTO skills ({', '.join(STORE_COLUMNS)}) VALUES ({', '.join('?' * len(STORE_COLUMNS))})"
+
+
+def _keep_untouched(db: sqlite3.Connection, changes: StoreChanges) -> None:
+    """Copy the old store's rows the import did not change: by SQL, or record by record from an older layout."""
+    assert changes.old is not None
+    db.execute("ATTACH DATABASE ? AS old", (f"{changes.old.resolve().as_uri()}?mode=ro",))
+    untouched = "FROM old.skills WHERE id NOT IN (SELECT id FROM main.skills)"
+    if changes.old_layout == STORE_VERSION:
+        db.execute(f"INSERT INTO skills ({', '.join(STORE_COLUMNS)}) SELECT {', '.join(STORE_COLUMNS)} {untouched}")
+    else:
+        # Read whole before writing: the query reads the table being written. Only layout 1 comes
+        # this way, from stores written before review counts were kept.
+        upgraded = (_upgraded(changes.old, skill_id, record)
+                    for skill_id, record in db.execute(f"SELECT id, record {untouched}").fetchall())
+        db.executemany(INSERT_ROW, upgraded)
+    db.commit()
+    db.execute("DETACH DATABASE old")
+
+
+def _upgraded(store: Path, skill_id: str, text: str) -> tuple[Any, ...]:
+    try:
+        record = Skill.model_validate_json(text).model_dump(mode="json")
+    except ValidationError as exc:
+        raise ConfigError([Issue(store, None, f"skills[{skill_id!r}]", f"damaged record ({exc.error_count()} "
+                                                                         f"error(s)); import the crawl again")]
+                          ) from None
+    return store_row(record, json.dumps(record, ensure_ascii=False))

@@ -110,7 +110,7 @@ class CatalogFile(BaseModel):
 
 
 #: The imported store, inside the catalog folder. Its layout changes only with STORE_VERSION; an
-#: import carries the records of an older layout over (crawl.read_records).
+#: import carries the records of an older layout over (crawl.StoredRecords).
 IMPORTED_STORE = "imported.sqlite"
 STORE_VERSION = 2
 STORE_TABLE = """
