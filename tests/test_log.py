@@ -64,7 +64,7 @@ INDEXES = {
         ("status",),
         ("skill_id",),
     },
-    "skill_installs": {("persona_id", "skill_id")},
+    "skill_installs": {("persona_id", "skill_id"), ("run_id",)},
 }
 
 ISO_UTC = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
@@ -155,6 +155,84 @@ def test_an_old_log_keeps_its_vosk_model_as_the_speech_model(db_path: Path) -> N
     assert raw(db_path, "SELECT run_id, asr_engine, asr_model, asr_version FROM run_details ORDER BY run_id") == [
         (1, "vosk", "/models/vosk-model-small-en-us-0.15", None), (2, None, None, None)]
     assert "vosk_model" not in [row[1] for row in raw(db_path, "PRAGMA table_info(runs)")]
+
+
+def test_an_old_log_gets_the_comparison_views_with_nights_told_apart(db_path: Path) -> None:
+    """A 0005 log: two demo nights on one date, a run past midnight, a missed run, the control."""
+    db_path.parent.mkdir(parents=True)
+    engine = log.make_engine(db_path)
+    log.upgrade(engine, "0005")
+    rows = {
+        "personas": [(1, "pets", "pets-animals", 0, "2026-11-01T00:00:00.000Z"),
+                     (2, "vanilla", None, 1, "2026-11-01T00:00:00.000Z")],
+        "devices": [(1, "echo1", "a", "2026-11-01T00:00:00.000Z"), (2, "echo2", "b", "2026-11-01T00:00:00.000Z")],
+        "skills": [("B01", "Cat Facts", "cat facts", "pets-animals")],
+        # (id, persona, device, status, started_at, scheduled_for): runs 1-2 and 3-4 are two nights of the
+        # 28th (the second past midnight UTC), run 5 the next night's missed control.
+        "runs": [(1, 1, 1, "completed", "2026-11-28T20:00:00.000Z", None),
+                 (2, 2, 2, "completed", "2026-11-28T20:00:01.000Z", None),
+                 (3, 1, 1, "completed", "2026-11-29T00:30:00.000Z", None),
+                 (4, 2, 2, "completed", "2026-11-29T00:30:01.000Z", None),
+                 (5, 2, None, "missed", "2026-11-30T08:00:00.000Z", "2026-11-29T21:00:00.000Z")],
+        "interactions": [(1, 3, 1, 1, 0, 0, "open", "B01", "ok", "2026-11-29T00:30:02.000Z",
+                          "2026-11-29T00:30:02.100Z", "2026-11-29T00:30:03.200Z", "2026-11-29T00:30:04.250Z",
+                          "2026-11-29T00:30:06.000Z", "welcome to cat facts")],
+        "skill_installs": [(1, 3, 1, "B01", 1, "enable", "enabled", "2026-11-29T00:30:07.000Z")],
+    }
+    columns = {
+        "personas": "id, name, interest, is_control, created_at",
+        "devices": "id, name, room, created_at",
+        "skills": "id, name, invocation_name, category",
+        "runs": "id, persona_id, device_id, status, started_at, scheduled_for",
+        "interactions": "id, run_id, persona_id, device_id, step_index, attempt, kind, skill_id, status, started_at, "
+                        "prompt_started_at, prompt_ended_at, response_started_at, response_ended_at, transcript",
+        "skill_installs": "id, run_id, persona_id, skill_id, interaction_id, action, outcome, created_at",
+    }
+    with engine.begin() as connection:
+        for table, values in rows.items():
+            marks = ", ".join("?" * len(values[0]))
+            for row in values:
+                connection.exec_driver_sql(f"INSERT INTO {table} ({columns[table]}) VALUES ({marks})", row)
+    log.upgrade(engine)
+    engine.dispose()
+    assert raw(db_path, "SELECT run_id, night, night_round, persona, persona_interest, is_control FROM run_details "
+                        "ORDER BY run_id") == [
+        (1, "2026-11-28", 1, "pets", "pets-animals", 0), (2, "2026-11-28", 1, "vanilla", None, 1),
+        (3, "2026-11-28", 2, "pets", "pets-animals", 0), (4, "2026-11-28", 2, "vanilla", None, 1),
+        (5, "2026-11-29", 1, "vanilla", None, 1)]
+    assert raw(db_path, "SELECT night, night_round, persona_interest, is_control, echo, skill_name, skill_category, "
+                        "prompt_started_at, prompt_ended_at, response_started_at, response_ended_at "
+                        "FROM interaction_details") == [
+        ("2026-11-28", 2, "pets-animals", 0, "echo1", "Cat Facts", "pets-animals", "2026-11-29T00:30:02.100Z",
+         "2026-11-29T00:30:03.200Z", "2026-11-29T00:30:04.250Z", "2026-11-29T00:30:06.000Z")]
+    assert raw(db_path, "SELECT night, night_round, persona_interest, is_control, echo, skill_name, reply_transcript "
+                        "FROM install_details") == [
+        ("2026-11-28", 2, "pets-animals", 0, "echo1", "Cat Facts", "welcome to cat facts")]
+    # The installs of a night are found by their run, not by reading them all.
+    plan = " ".join(row[-1] for row in raw(db_path, "EXPLAIN QUERY PLAN SELECT * FROM skill_installs WHERE run_id = 3"))
+    assert "ix_skill_installs_run_id" in plan
+
+
+def test_the_comparison_views_go_back_to_those_of_0005(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    engine = log.make_engine(db_path)
+    log.upgrade(engine)
+    with engine.begin() as connection:
+        command_downgrade(connection, "0005")
+    views = [name for (name,) in raw(db_path, "SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY name")]
+    assert views == ["install_details", "interaction_details", "run_details"]
+    assert "night_round" not in [row[1] for row in raw(db_path, "PRAGMA table_info(run_details)")]
+    log.upgrade(engine)
+    engine.dispose()
+    assert "night_round" in [row[1] for row in raw(db_path, "PRAGMA table_info(interaction_details)")]
+
+
+def command_downgrade(connection: Any, revision: str) -> None:
+    from alembic import command
+
+    config = log.alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
 
 
 def test_every_connection_gets_the_pragmas(engine: Engine) -> None:

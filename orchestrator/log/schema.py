@@ -230,7 +230,10 @@ class SkillInstall(Base):
     """An enable or disable of a skill, as the persona asked for it and as Alexa answered."""
 
     __tablename__ = "skill_installs"
-    __table_args__ = (Index("ix_skill_installs_persona_id_skill_id", "persona_id", "skill_id"),)
+    __table_args__ = (
+        Index("ix_skill_installs_persona_id_skill_id", "persona_id", "skill_id"),
+        Index("ix_skill_installs_run_id", "run_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
