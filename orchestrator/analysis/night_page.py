@@ -1,37 +1,53 @@
-"""One night on one HTML page, for the operator's morning look: what ran, what failed, and where.
+"""One night on one HTML page, for the operator's morning look: read in ten seconds what failed and why.
 
-The page is self-contained (inline CSS and SVG, no script, nothing fetched), so it can be mailed
-or opened from a file share. It shows, for the night asked for:
+From the top:
 
-* runs that did not complete (missed, failed, interrupted, still running), first and in red;
-* per Echo, a bar of its steps' statuses and a timeline with one mark per step, coloured by
-  status, with the step's details in the mark's tooltip;
-* the replies' outcomes, the night summary table, and the failed steps with their errors.
+* a row of figures (runs completed, failed steps, skills enabled, the rig self-test), each with the
+  previous night's value beside it;
+* runs that did not complete, in red;
+* the failed steps with why each failed (its error, or what its status means) and its audio; steps
+  whose silence is the normal answer ("Alexa, stop") and skipped steps are counted apart, not as failures;
+* the install outcomes by skill name, problems first, with what the Echo said;
+* what the replies meant, as labelled bars coloured by whether the outcome is a problem;
+* the rig self-test that cleared the night's runs, per Echo;
+* the comparison with the previous night, and install outcomes that changed since;
+* per Echo, a bar of its steps' statuses and a timeline with one mark per step;
+* the summary table, and every step with its prompt and reply audio (folded).
 
-Every value from the log goes through :func:`html.escape`. The page is written whole or not at all
-(:mod:`orchestrator.core.durable`): a full disk leaves the previous page as it was.
+The page has no script and fetches nothing from elsewhere. Audio is linked relative to the page's
+folder when written to a file, or through the web view's audio route when served there
+(:mod:`orchestrator.analysis.web_plugin`); a path that would leave its run's audio folder gets no link.
+Every value from the log goes through :func:`html.escape`. A page written to a file is written whole
+or not at all (:mod:`orchestrator.core.durable`): a full disk leaves the previous page as it was.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from orchestrator.analysis.reports import (
-    NIGHT_RUNS,
-    NIGHT_STEPS,
-    REPORTS,
-    Filters,
-    fetch_dicts,
-    latest_night,
-    parameters,
+from orchestrator.analysis.night_data import (
+    GOOD_OUTCOMES,
+    PROBLEM_OUTCOMES,
+    REPLY_STATUSES,
+    NightData,
+    NightFigures,
+    figures,
+    install_changes,
+    load_night,
+    outcome_counts,
+    previous_night,
+    skill_label,
+    why,
 )
+from orchestrator.analysis.step_audio import inside
 from orchestrator.core.durable import write_text_atomic
 from orchestrator.log import utcnow_iso
 
@@ -43,68 +59,105 @@ STATUS_COLOURS = {
     "error": "#c62828",
     "interrupted": "#6a1b9a",
     "started": "#9e9e9e",
+    "skipped": "#bdbdbd",
 }
 OTHER_COLOUR = "#616161"
+GOOD_COLOUR, PROBLEM_COLOUR, NEUTRAL_COLOUR = "#2e7d32", "#c62828", "#78909c"
 
 #: Failed steps listed on the page; the rest are counted and left to `orchestrator report failures`.
 MAX_FAILURES_LISTED = 300
+#: Steps listed under "Every step"; a night of the study has a few thousand.
+MAX_STEPS_LISTED = 5000
 
 TIMELINE_WIDTH = 960
 SHARE_BAR_WIDTH = 300
 #: Room right of the timeline for the last tick's label.
-RIGHT_MARGIN = 30
-LABEL_WIDTH = 130
-ROW_HEIGHT = 22
+RIGHT_MARGIN = 40
+LABEL_WIDTH = 180
+ROW_HEIGHT = 26
+FONT_PX = 14
 #: Narrowest mark, so a step of a second stays visible on a timeline of hours.
-MIN_MARK_WIDTH = 1.0
+MIN_MARK_WIDTH = 1.5
 
-CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #212121; }
-h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #ddd; }
-.meta { color: #616161; }
-.alert { background: #ffebee; border-left: 4px solid #c62828; padding: 0.5rem 1rem; margin: 0.5rem 0; }
-.fine { background: #e8f5e9; border-left: 4px solid #2e7d32; padding: 0.5rem 1rem; }
-table { border-collapse: collapse; font-size: 0.85rem; }
-th, td { border: 1px solid #ddd; padding: 0.2rem 0.4rem; text-align: left; vertical-align: top; }
-th { background: #f5f5f5; }
-td.num { text-align: right; }
-.legend span { display: inline-block; margin-right: 1rem; }
-.swatch { display: inline-block; width: 0.8rem; height: 0.8rem; margin-right: 0.3rem; vertical-align: middle; }
-svg text { font-size: 11px; fill: #212121; }
+#: A step's audio link: (step row, "prompt" or "reply") -> the URL to it, or None.
+AudioLinks = Callable[[Mapping[str, Any], str], str | None]
+
+CSS = f"""
+body {{ font-family: system-ui, sans-serif; margin: 1.5rem; color: #212121; font-size: 16px; max-width: 1400px; }}
+h1 {{ margin-bottom: 0.2rem; }} h2 {{ margin-top: 2rem; border-bottom: 1px solid #ddd; }}
+.meta {{ color: #616161; }}
+.alert {{ background: #ffebee; border-left: 4px solid #c62828; padding: 0.5rem 1rem; margin: 0.5rem 0; }}
+.fine {{ background: #e8f5e9; border-left: 4px solid #2e7d32; padding: 0.5rem 1rem; }}
+.note {{ background: #f5f5f5; border-left: 4px solid #9e9e9e; padding: 0.5rem 1rem; }}
+.tiles {{ display: flex; flex-wrap: wrap; gap: 0.8rem; margin: 1rem 0; }}
+.tile {{ border: 1px solid #ddd; border-top: 6px solid #9e9e9e; padding: 0.5rem 0.9rem; min-width: 10rem; }}
+.tile.good {{ border-top-color: {GOOD_COLOUR}; }} .tile.bad {{ border-top-color: {PROBLEM_COLOUR}; }}
+.tile .value {{ font-size: 1.8rem; font-weight: 600; }}
+.tile .label {{ font-size: 0.95rem; }} .tile .before {{ color: #616161; font-size: 0.9rem; }}
+table {{ border-collapse: collapse; font-size: 0.9rem; }}
+th, td {{ border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; }}
+th {{ background: #f5f5f5; }}
+td.num {{ text-align: right; }}
+td.why {{ max-width: 28rem; }} td.heard {{ max-width: 24rem; color: #424242; }}
+.badge {{ display: inline-block; padding: 0 0.4rem; border-radius: 3px; color: #fff; white-space: nowrap; }}
+audio {{ height: 2rem; width: 13rem; vertical-align: middle; }}
+.legend span {{ display: inline-block; margin-right: 1rem; }}
+.swatch {{ display: inline-block; width: 0.9rem; height: 0.9rem; margin-right: 0.3rem; vertical-align: middle; }}
+svg text {{ font-size: {FONT_PX}px; fill: #212121; }}
+svg text.inbar {{ fill: #fff; }}
+details summary {{ cursor: pointer; font-weight: 600; margin: 1rem 0; }}
 """
 
 
-@dataclass(frozen=True)
-class NightData:
-    """Everything the page shows, read from the log once."""
+# ---------------------------------------------------------------------------------------------
+# Audio links
+# ---------------------------------------------------------------------------------------------
 
-    night: str
-    persona: str | None
-    runs: list[dict[str, Any]]
-    steps: list[dict[str, Any]]
-    summary_columns: list[str]
-    summary: list[dict[str, Any]]
-    failures: list[dict[str, Any]]
+_AUDIO_COLUMN = {"prompt": "prompt_audio", "reply": "response_audio"}
 
 
-def load_night(db_path: Path | str, night: str | None = None, persona: str | None = None) -> NightData | None:
-    """The night's rows (the latest night when ``night`` is None); None when the log has no run at all."""
-    night = night or latest_night(db_path)
-    if night is None:
-        return None
-    filters = Filters(night=night, persona=persona)
-    params = {"night": night, "persona": persona or ""}
-    summary_report, failures_report = REPORTS["night"], REPORTS["failures"]
-    summary = fetch_dicts(db_path, summary_report.sql, parameters(summary_report, filters))
-    return NightData(
-        night=night,
-        persona=persona,
-        runs=fetch_dicts(db_path, NIGHT_RUNS, params),
-        steps=fetch_dicts(db_path, NIGHT_STEPS, params),
-        summary_columns=list(summary[0]) if summary else [],
-        summary=summary,
-        failures=fetch_dicts(db_path, failures_report.sql, parameters(failures_report, filters)),
-    )
+def file_links(page: Path) -> AudioLinks:
+    """Links relative to the page's folder, to files inside their run's audio folder only."""
+    folder = page.resolve().parent
+
+    def link(step: Mapping[str, Any], which: str) -> str | None:
+        relative, audio_dir = step[_AUDIO_COLUMN[which]], step["audio_dir"]
+        if not relative or not audio_dir:
+            return None
+        path = inside(Path(audio_dir), relative)
+        return None if path is None else quote(Path(os.path.relpath(path, folder)).as_posix())
+
+    return link
+
+
+def route_links(base: str) -> AudioLinks:
+    """Links to the web view's audio route: ``BASE/STEP_ID/prompt.wav`` (the route does its own checks)."""
+
+    def link(step: Mapping[str, Any], which: str) -> str | None:
+        return f"{base}/{int(step['interaction_id'])}/{which}.wav" if step[_AUDIO_COLUMN[which]] else None
+
+    return link
+
+
+def player(step: Mapping[str, Any] | None, which: str, links: AudioLinks) -> str:
+    """A player for the step's prompt or reply; nothing when it has no such audio (or no safe link to it)."""
+    href = links(step, which) if step is not None else None
+    if href is None:
+        return ""
+    return f'<br><audio controls preload="none" src="{escape(href)}" title="{which}"></audio>'
+
+
+def said_cell(step: Mapping[str, Any], links: AudioLinks) -> str:
+    return f"<td>{escape(step['prompt_text'] or '')}{player(step, 'prompt', links)}</td>"
+
+
+def heard_cell(text: str | None, step: Mapping[str, Any] | None, links: AudioLinks) -> str:
+    return f'<td class="heard">{escape(text or "")}{player(step, "reply", links)}</td>'
+
+
+def audio_anchors(step: Mapping[str, Any], links: AudioLinks) -> str:
+    return " ".join(f'<a href="{escape(href)}">{which}</a>' for which in ("prompt", "reply")
+                    if (href := links(step, which)) is not None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,6 +167,16 @@ def load_night(db_path: Path | str, night: str | None = None, persona: str | Non
 
 def _colour(status: str | None) -> str:
     return STATUS_COLOURS.get(status or "", OTHER_COLOUR)
+
+
+def outcome_colour(outcome: str | None) -> str:
+    if outcome in GOOD_OUTCOMES:
+        return GOOD_COLOUR
+    return PROBLEM_COLOUR if outcome in PROBLEM_OUTCOMES else NEUTRAL_COLOUR
+
+
+def badge(text: str | None, colour: str) -> str:
+    return f'<span class="badge" style="background:{colour}">{escape(text or "none")}</span>'
 
 
 def _moment(text: str | None) -> datetime | None:
@@ -134,11 +197,189 @@ def html_table(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str
     return f"<table>\n<tr>{head}</tr>\n{body}</table>"
 
 
+def _rows_table(head: Sequence[str], rows: Iterable[str]) -> str:
+    """A table whose rows are already HTML."""
+    cells = "".join(f"<th>{escape(h)}</th>" for h in head)
+    return f"<table>\n<tr>{cells}</tr>\n" + "\n".join(rows) + "\n</table>"
+
+
 def legend(statuses: Iterable[str]) -> str:
     items = "".join(
         f'<span><span class="swatch" style="background:{_colour(s)}"></span>{escape(s)}</span>' for s in statuses
     )
     return f'<p class="legend">{items}</p>'
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else (many or one + 's')}"
+
+
+def _step_name(step: Mapping[str, Any]) -> str:
+    retry = f" (retry {step['attempt']})" if step["attempt"] else ""
+    return f"{step['step_index'] + 1}{retry}"
+
+
+# -- figures ----------------------------------------------------------------------------------
+
+
+def _tile(label: str, value: str, before: str | None, tone: str) -> str:
+    shown = f'<div class="before">previous night: {escape(before)}</div>' if before is not None else ""
+    return (f'<div class="tile {tone}"><div class="value">{escape(value)}</div>'
+            f'<div class="label">{escape(label)}</div>{shown}</div>')
+
+
+def tiles(data: NightData, now: NightFigures, before: NightFigures | None) -> str:
+    def prev(text: Callable[[NightFigures], str]) -> str | None:
+        return text(before) if before is not None else None
+
+    failed = data.failed_steps
+    rig = rig_verdict(data)
+    items = [
+        _tile("runs completed", f"{now.runs_completed} of {now.runs}",
+              prev(lambda f: f"{f.runs_completed} of {f.runs}"),
+              "good" if now.runs and now.runs_completed == now.runs else "bad"),
+        _tile("failed steps", str(len(failed)), prev(lambda f: str(f.failed_steps)), "bad" if failed else "good"),
+        _tile("steps with a reply", f"{now.replies} of {now.steps}", prev(lambda f: f"{f.replies} of {f.steps}"), ""),
+        _tile("skills enabled", f"{now.installs_enabled} of {now.installs}",
+              prev(lambda f: f"{f.installs_enabled} of {f.installs}"),
+              "good" if now.installs_enabled == now.installs else "bad"),
+        _tile("rig self-test", rig[0], None, rig[1]),
+    ]
+    return f'<div class="tiles">{"".join(items)}</div>'
+
+
+def rig_verdict(data: NightData) -> tuple[str, str]:
+    """(what the tile says, its tone) for the self-tests that cleared the night's runs."""
+    if not data.rig_checks:
+        return "not run", ""
+    if all(c["passed"] for c in data.rig_checks):
+        return "passed", "good"
+    return "failed", "bad"
+
+
+# -- runs and failures ------------------------------------------------------------------------
+
+
+def run_alerts(runs: Sequence[Mapping[str, Any]]) -> str:
+    bad = [r for r in runs if r["status"] != "completed"]
+    if not runs:
+        return '<p class="alert">No runs are recorded for this night: was the scheduler running?</p>'
+    if not bad:
+        said = f"All {len(runs)} runs completed." if len(runs) > 1 else "The run completed."
+        return f'<p class="fine">{said}</p>'
+    items = "".join(
+        f"<li>{escape(r['echo'] or '(no Echo)')} / {escape(r['persona'])}: run {r['run_id']} "
+        f"<strong>{escape(r['status'])}</strong>{': ' + escape(r['error']) if r['error'] else ''}</li>"
+        for r in bad
+    )
+    return f'<div class="alert">{len(bad)} of {len(runs)} runs did not complete:<ul>{items}</ul></div>'
+
+
+def failure_table(failed: Sequence[Mapping[str, Any]], links: AudioLinks) -> str:
+    if not failed:
+        return '<p class="fine">No step failed.</p>'
+    rows = [
+        f"<tr><td>{escape((s['started_at'] or '')[11:19])}</td><td>{escape(s['echo'] or '')}</td>"
+        f"<td>{escape(s['persona'])}</td><td class=\"num\">{escape(_step_name(s))}</td><td>{escape(s['kind'])}</td>"
+        f"<td>{escape(skill_label(s))}</td><td>{badge(s['status'], _colour(s['status']))}</td>"
+        f"<td class=\"why\">{escape(why(s))}</td>{said_cell(s, links)}{heard_cell(s['transcript'], s, links)}</tr>"
+        for s in failed
+    ]
+    return _rows_table(["time", "Echo", "persona", "step", "kind", "skill", "status", "why", "said", "heard"], rows)
+
+
+def not_failures(data: NightData) -> str:
+    """The steps that look like failures in the statuses but are not, counted with the reason."""
+    parts = []
+    if silences := data.expected_silences:
+        kinds = ", ".join(sorted({f'"{s["kind"]}"' for s in silences}))
+        parts.append(f"{plural(len(silences), 'step')} got no answer after {escape(kinds)}: Alexa says nothing then, "
+                     "so the silence is the expected answer")
+    if skipped := data.skipped_steps:
+        reasons = Counter(why(s) for s in skipped).most_common(3)
+        said = "; ".join(f"{escape(reason)} ({count})" for reason, count in reasons)
+        parts.append(f"{plural(len(skipped), 'step')} skipped because an earlier step made them pointless: {said}")
+    if not parts:
+        return ""
+    return '<p class="note">Not counted as failures: ' + ". ".join(parts) + ".</p>"
+
+
+# -- installs ---------------------------------------------------------------------------------
+
+
+def install_table(installs: Sequence[Mapping[str, Any]], steps: Sequence[Mapping[str, Any]], links: AudioLinks) -> str:
+    """Install outcomes by skill name, problems first, with what the Echo said and its audio."""
+    if not installs:
+        return "<p>No skill was enabled or disabled this night.</p>"
+    step_of = {s["interaction_id"]: s for s in steps}
+    ordered = sorted(installs, key=lambda i: (i["outcome"] not in PROBLEM_OUTCOMES and i["outcome"] is not None,
+                                              skill_label(i).lower()))
+    rows = []
+    for install in ordered:
+        step = step_of.get(install["interaction_id"])
+        rows.append(
+            f"<tr><td><strong>{escape(skill_label(install))}</strong></td><td>{escape(install['persona'])}</td>"
+            f"<td>{escape(install['action'])}</td><td>{badge(install['outcome'], outcome_colour(install['outcome']))}"
+            f"</td>{heard_cell(install['reply_transcript'], step, links)}</tr>"
+        )
+    return _rows_table(["skill", "persona", "action", "outcome", "what the Echo said"], rows)
+
+
+def install_summary(installs: Sequence[Mapping[str, Any]]) -> str:
+    """One sentence: how many enables worked, and the skills of each problem by name."""
+    enables = [i for i in installs if i["action"] == "enable"]
+    if not enables:
+        return ""
+    enabled = sum(i["outcome"] in ("enabled", "already_enabled") for i in enables)
+    problems: dict[str, list[str]] = {}
+    for install in enables:
+        if install["outcome"] not in ("enabled", "already_enabled"):
+            problems.setdefault(install["outcome"] or "no verdict", []).append(skill_label(install))
+    detail = "".join(f"; <strong>{escape(outcome)}</strong>: {escape(', '.join(sorted(set(names))))}"
+                     for outcome, names in sorted(problems.items()))
+    return f"<p>{enabled} of {len(enables)} enables worked{detail}.</p>"
+
+
+# -- charts -----------------------------------------------------------------------------------
+
+
+def outcome_bars(steps: Sequence[Mapping[str, Any]]) -> str:
+    """What the replies meant, as one named bar per verdict with its count, coloured by kind of verdict."""
+    counts = outcome_counts(steps)
+    replies = sum(s["status"] in REPLY_STATUSES for s in steps)
+    unjudged = replies - sum(counts.values())
+    note = (f'<p class="meta">{plural(replies, "step")} got a reply; {plural(unjudged, "reply", "replies")} to '
+            f"questions and dialog turns carry no verdict and {plural(len(steps) - replies, 'step')} got no reply: "
+            "neither is drawn.</p>")
+    if not counts:
+        return "<p>No reply was judged.</p>" + note
+    bar_width = TIMELINE_WIDTH - LABEL_WIDTH - 60
+    largest = max(counts.values())
+    rows = []
+    for row, (outcome, count) in enumerate(counts.most_common()):
+        y = row * ROW_HEIGHT
+        width = max(MIN_MARK_WIDTH, bar_width * count / largest)
+        rows.append(
+            f'<text x="0" y="{y + 18}">{escape(outcome)}</text>'
+            f'<rect x="{LABEL_WIDTH}" y="{y + 3}" width="{width:.1f}" height="{ROW_HEIGHT - 6}" '
+            f'fill="{outcome_colour(outcome)}"><title>{escape(outcome)}: {count}</title></rect>'
+            f'<text x="{LABEL_WIDTH + width + 6:.1f}" y="{y + 18}">'
+            f"{count}{escape(_named_skills(steps, outcome))}</text>"
+        )
+    key = (f'<p class="legend"><span><span class="swatch" style="background:{GOOD_COLOUR}"></span>did what was '
+           f'asked</span><span><span class="swatch" style="background:{PROBLEM_COLOUR}"></span>a problem</span>'
+           f'<span><span class="swatch" style="background:{NEUTRAL_COLOUR}"></span>other answers</span></p>')
+    svg = f'<svg width="{TIMELINE_WIDTH}" height="{len(rows) * ROW_HEIGHT}" role="img">{"".join(rows)}</svg>'
+    return key + svg + note
+
+
+def _named_skills(steps: Sequence[Mapping[str, Any]], outcome: str) -> str:
+    """For a problem, which skills it was: a finding is read by its skills' names."""
+    if outcome not in PROBLEM_OUTCOMES:
+        return ""
+    names = sorted({skill_label(s) for s in steps if s["reply_outcome"] == outcome and skill_label(s)})
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return f": {shown}" if shown else ""
 
 
 def status_bars(steps_by_echo: Mapping[str, list[dict[str, Any]]]) -> str:
@@ -159,44 +400,29 @@ def _share_bar(echo: str, counts: Counter[str]) -> str:
     parts = []
     for status in _ordered(counts):
         width = SHARE_BAR_WIDTH * counts[status] / total
+        label = (f'<text class="inbar" x="{x + width / 2:.1f}" y="15" text-anchor="middle">{counts[status]}</text>'
+                 if width >= 24 else "")
         parts.append(
-            f'<rect x="{x:.1f}" y="0" width="{width:.1f}" height="14" fill="{_colour(status)}">'
-            f"<title>{escape(echo)}: {counts[status]} {escape(status)}</title></rect>"
+            f'<rect x="{x:.1f}" y="0" width="{width:.1f}" height="20" fill="{_colour(status)}">'
+            f"<title>{escape(echo)}: {counts[status]} {escape(status)}</title></rect>{label}"
         )
         x += width
-    return f'<svg width="{SHARE_BAR_WIDTH}" height="14" role="img">{"".join(parts)}</svg>'
-
-
-def outcome_bars(steps: Sequence[Mapping[str, Any]]) -> str:
-    """How many replies the classifier judged to mean each outcome, as labelled bars."""
-    counts = Counter(step["reply_outcome"] or "(none)" for step in steps)
-    if not counts:
-        return "<p>No steps.</p>"
-    bar_width = TIMELINE_WIDTH - LABEL_WIDTH - 80
-    largest = max(counts.values())
-    rows = []
-    for row, (outcome, count) in enumerate(counts.most_common()):
-        y = row * ROW_HEIGHT
-        width = max(MIN_MARK_WIDTH, bar_width * count / largest)
-        rows.append(
-            f'<text x="0" y="{y + 15}">{escape(outcome)}</text>'
-            f'<rect x="{LABEL_WIDTH}" y="{y + 3}" width="{width:.1f}" height="{ROW_HEIGHT - 6}" fill="#546e7a"/>'
-            f'<text x="{LABEL_WIDTH + width + 6:.1f}" y="{y + 15}">{count}</text>'
-        )
-    return f'<svg width="{TIMELINE_WIDTH}" height="{len(rows) * ROW_HEIGHT}" role="img">{"".join(rows)}</svg>'
+    return f'<svg width="{SHARE_BAR_WIDTH}" height="20" role="img">{"".join(parts)}</svg>'
 
 
 def _step_tooltip(step: Mapping[str, Any]) -> str:
     parts = [
         (step["started_at"] or "")[11:19],
-        f"{step['persona']} step {step['step_index'] + 1}" + (f" (retry {step['attempt']})" if step["attempt"] else ""),
-        f"{step['kind']} {step['skill_id'] or ''}".strip(),
+        f"{step['persona']} step {_step_name(step)}",
+        f"{step['kind']} {skill_label(step)}".strip(),
         step["status"],
     ]
     if step["error"]:
         parts.append(step["error"])
     if step["prompt_text"]:
         parts.append(f"said: {step['prompt_text']}")
+    if step["transcript"]:
+        parts.append(f"heard: {step['transcript']}")
     return escape(" | ".join(parts))
 
 
@@ -213,9 +439,9 @@ def timeline(steps_by_echo: Mapping[str, list[dict[str, Any]]]) -> str:
     parts = _hour_ticks(first, span, scale, axis_y)
     for row, (echo, steps) in enumerate(steps_by_echo.items()):
         y = row * ROW_HEIGHT
-        parts.append(f'<text x="0" y="{y + 15}">{escape(echo)}</text>')
+        parts.append(f'<text x="0" y="{y + 18}">{escape(echo)}</text>')
         # Replies first, so a failure drawn later is never painted over by a neighbour's mark.
-        for step in sorted(steps, key=lambda s: s["status"] not in ("ok", "max_length")):
+        for step in sorted(steps, key=lambda s: s["status"] not in REPLY_STATUSES):
             start = _moment(step["started_at"])
             if start is None:
                 continue
@@ -226,13 +452,13 @@ def timeline(steps_by_echo: Mapping[str, list[dict[str, Any]]]) -> str:
                 f'<rect x="{x:.1f}" y="{y + 3}" width="{width:.1f}" height="{ROW_HEIGHT - 6}" '
                 f'fill="{_colour(step["status"])}"><title>{_step_tooltip(step)}</title></rect>'
             )
-    return f'<svg width="{TIMELINE_WIDTH}" height="{axis_y + 20}" role="img">{"".join(parts)}</svg>'
+    return f'<svg width="{TIMELINE_WIDTH}" height="{axis_y + 24}" role="img">{"".join(parts)}</svg>'
 
 
 def _tick_step(span: float) -> timedelta:
-    """The smallest round interval that puts at most a dozen ticks on the axis."""
+    """The smallest round interval that puts at most eight ticks on the axis."""
     for seconds in (60, 300, 600, 1800, 3600, 7200, 21600):
-        if span / seconds <= 12:
+        if span / seconds <= 8:
             return timedelta(seconds=seconds)
     return timedelta(days=1)
 
@@ -246,7 +472,7 @@ def _hour_ticks(first: datetime, span: float, scale: float, axis_y: int) -> list
     while (offset := (tick - first).total_seconds()) <= span:
         x = LABEL_WIDTH + offset * scale
         ticks.append(f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{axis_y}" stroke="#e0e0e0"/>'
-                     f'<text x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle">{tick:%H:%M}</text>')
+                     f'<text x="{x:.1f}" y="{axis_y + 18}" text-anchor="middle">{tick:%H:%M}</text>')
         tick += step
     return ticks
 
@@ -270,18 +496,81 @@ def by_echo(steps: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return {echo: grouped[echo] for echo in sorted(grouped, key=natural_key)}
 
 
-def run_alerts(runs: Sequence[Mapping[str, Any]]) -> str:
-    bad = [r for r in runs if r["status"] != "completed"]
-    if not runs:
-        return '<p class="alert">No runs are recorded for this night: was the scheduler running?</p>'
-    if not bad:
-        return f'<p class="fine">All {len(runs)} runs completed.</p>'
+# -- rig self-test and the previous night -----------------------------------------------------
+
+
+def rig_section(data: NightData) -> str:
+    if not data.rig_checks:
+        return ('<p class="note">No rig self-test cleared this night\'s runs (the night skipped it); '
+                "<code>orchestrator lab check</code> runs one.</p>")
+    parts = []
+    for check in data.rig_checks:
+        verdict = "passed" if check["passed"] else "FAILED"
+        parts.append(f'<p class="{"fine" if check["passed"] else "alert"}">Self-test of '
+                     f"{escape((check['started_at'] or '')[:19].replace('T', ' '))} ({escape(check['trigger'])}): "
+                     f"<strong>{verdict}</strong>. Each Echo's microphone had to hear its own speaker's probe "
+                     f"at {check['min_level_dbfs']:g} dBFS or louder, {check['min_snr_db']:g} dB above its noise, "
+                     f"and no other room's microphone above {check['max_crosstalk_dbfs']:g} dBFS.</p>")
+        rows = [
+            f"<tr><td>{escape(r['echo'] or '')}</td>"
+            f"<td>{badge(r['status'], GOOD_COLOUR if r['status'] == 'ok' else PROBLEM_COLOUR)}"
+            f"</td>{_cell(_rounded(r['level_dbfs']))}{_cell(_rounded(r['noise_dbfs']))}"
+            f"<td>{escape(r['error'] or '')}</td></tr>"
+            for r in data.rig_results if r["rig_check_id"] == check["id"]
+        ]
+        parts.append(_rows_table(["Echo", "verdict", "heard, dBFS", "noise, dBFS", "why"], rows))
+    return "\n".join(parts)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def comparison(now: NightFigures, before: NightFigures | None, previous: str | None,
+               changes: Sequence[Any]) -> str:
+    if before is None or previous is None:
+        return "<p>No earlier night in the log to compare with.</p>"
+    rows = []
+    for attribute, label in NightFigures.LABELS:
+        this, that = getattr(now, attribute), getattr(before, attribute)
+        change = "" if this is None or that is None else _signed(this - that)
+        rows.append(f"<tr><td>{escape(label)}</td>{_cell(this)}{_cell(that)}<td class=\"num\">{change}</td></tr>")
+    table = _rows_table(["", "this night", f"previous night ({previous})", "change"], rows)
+    if not changes:
+        return table + "<p>Every skill tried on both nights was installed with the same outcome.</p>"
     items = "".join(
-        f"<li>{escape(r['echo'] or '(no Echo)')} / {escape(r['persona'])}: run {r['run_id']} "
-        f"<strong>{escape(r['status'])}</strong>{': ' + escape(r['error']) if r['error'] else ''}</li>"
-        for r in bad
+        f"<li><strong>{escape(c.skill)}</strong> ({escape(c.persona)}, {escape(c.action)}): "
+        f"{badge(c.before, outcome_colour(c.before))} then {badge(c.now, outcome_colour(c.now))}</li>"
+        for c in changes
     )
-    return f'<div class="alert">{len(bad)} of {len(runs)} runs did not complete:<ul>{items}</ul></div>'
+    return table + f"<p>Install outcomes that changed since the previous night:</p><ul>{items}</ul>"
+
+
+def _signed(value: float) -> str:
+    if value == 0:
+        return "="
+    return f"{value:+g}" if isinstance(value, int) else f"{value:+.2f}"
+
+
+# -- every step -------------------------------------------------------------------------------
+
+
+def step_list(steps: Sequence[Mapping[str, Any]], links: AudioLinks) -> str:
+    listed = steps[:MAX_STEPS_LISTED]
+    rows = [
+        f"<tr><td>{escape((s['started_at'] or '')[11:19])}</td><td>{escape(s['echo'] or '')}</td>"
+        f"<td>{escape(s['persona'])}</td><td class=\"num\">{escape(_step_name(s))}</td><td>{escape(s['kind'])}</td>"
+        f"<td>{escape(skill_label(s))}</td><td>{badge(s['status'], _colour(s['status']))}</td>"
+        f"<td>{escape(s['reply_outcome'] or '')}</td><td>{escape(s['prompt_text'] or '')}</td>"
+        f"<td class=\"heard\">{escape(s['transcript'] or '')}</td><td>{audio_anchors(s, links)}</td></tr>"
+        for s in listed
+    ]
+    more = len(steps) - len(listed)
+    note = f"<p>… and {more} more: <code>orchestrator query</code> has them all.</p>" if more else ""
+    table = _rows_table(["time", "Echo", "persona", "step", "kind", "skill", "status", "reply meant", "said",
+                         "heard", "audio"], rows)
+    summary = f"Every step ({len(steps)}), with its prompt and reply audio"
+    return f"<details><summary>{summary}</summary>{table}{note}</details>"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,16 +578,18 @@ def run_alerts(runs: Sequence[Mapping[str, Any]]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def render(data: NightData, db_path: Path | str, generated_at: str) -> str:
+def render(data: NightData, db_path: Path | str, generated_at: str, links: AudioLinks,
+           before: NightData | None = None) -> str:
     grouped = by_echo(data.steps)
     statuses = _ordered(Counter(step["status"] for step in data.steps)) or list(STATUS_COLOURS)
-    failed_steps = [f for f in data.failures if f["kind"] != "run"]
-    listed = failed_steps[:MAX_FAILURES_LISTED]
-    more = len(failed_steps) - len(listed)
+    failed = data.failed_steps
+    listed = failed[:MAX_FAILURES_LISTED]
+    more = len(failed) - len(listed)
     more_note = (f"<p>… and {more} more: <code>orchestrator report failures --night {escape(data.night)}</code></p>"
                  if more else "")
-    failure_columns = ["echo", "persona", "started_at", "step_index", "attempt", "kind", "skill_id", "status",
-                       "error", "prompt_text", "response_audio_path"]
+    now = figures(data)
+    earlier = figures(before) if before is not None else None
+    changes = install_changes(data.installs, before.installs) if before is not None else []
     title = f"Night {data.night}" + (f", persona {data.persona}" if data.persona else "")
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -309,25 +600,48 @@ def render(data: NightData, db_path: Path | str, generated_at: str) -> str:
 </head>
 <body>
 <h1>{escape(title)}</h1>
-<p class="meta">{len(data.runs)} runs, {len(data.steps)} steps on {len(grouped)} Echos. Times are UTC.
+<p class="meta">{plural(len(data.runs), "run")}, {plural(len(data.steps), "step")} on {plural(len(grouped), "Echo")}.
+Times are UTC.
 Log: {escape(str(db_path))}. Made {escape(generated_at)}.</p>
+{tiles(data, now, earlier)}
 {run_alerts(data.runs)}
+<h2>Failed steps ({len(failed)})</h2>
+{failure_table(listed, links)}
+{more_note}
+{not_failures(data)}
+<h2>Skills installed</h2>
+{install_summary(data.installs)}
+{install_table(data.installs, data.steps, links)}
+<h2>What the replies meant</h2>
+{outcome_bars(data.steps)}
+<h2>Rig self-test</h2>
+{rig_section(data)}
+<h2>Compared with the previous night</h2>
+{comparison(now, earlier, before.night if before else None, changes)}
 <h2>Steps per Echo</h2>
 {legend(statuses)}
 {status_bars(grouped)}
 <h2>Timeline</h2>
 <p class="meta">One mark per step, from its start to its end; hover a mark for the step.</p>
 {timeline(grouped)}
-<h2>What the replies meant</h2>
-{outcome_bars(data.steps)}
-<h2>Summary</h2>
+<h2>Summary per persona and Echo</h2>
 {html_table(data.summary_columns, data.summary)}
-<h2>Failed steps ({len(failed_steps)})</h2>
-{html_table(failure_columns, listed) if listed else "<p>None.</p>"}
-{more_note}
+<h2>Steps</h2>
+{step_list(data.steps, links)}
 </body>
 </html>
 """
+
+
+def page(db_path: Path | str, links: AudioLinks, night: str | None = None, persona: str | None = None,
+         generated_at: str | None = None) -> tuple[NightData, str] | None:
+    """The night's data and page (default: the latest night); None for an empty log."""
+    data = load_night(db_path, night, persona)
+    if data is None:
+        return None
+    previous = previous_night(db_path, data.night)
+    before = load_night(db_path, previous, persona) if previous is not None else None
+    return data, render(data, db_path, generated_at or utcnow_iso(), links, before)
 
 
 def write_night_page(
@@ -335,8 +649,8 @@ def write_night_page(
     generated_at: str | None = None,
 ) -> NightData | None:
     """Write the page of ``night`` (default: the latest) to ``out``; None, and no file, for an empty log."""
-    data = load_night(db_path, night, persona)
-    if data is None:
+    made = page(db_path, file_links(out), night, persona, generated_at)
+    if made is None:
         return None
-    write_text_atomic(out, render(data, db_path, generated_at or utcnow_iso()))
-    return data
+    write_text_atomic(out, made[1])
+    return made[0]

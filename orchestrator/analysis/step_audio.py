@@ -54,11 +54,17 @@ def find(db_path: Path | str, step_id: int) -> StepAudio:
                      _inside(folder, reply, step_id))
 
 
+def inside(folder: Path, relative: str) -> Path | None:
+    """``relative`` resolved against ``folder``, links followed; None when it would leave the folder."""
+    path = (folder / relative).resolve()
+    return path if path.is_relative_to(folder.resolve()) else None
+
+
 def _inside(folder: Path, relative: str | None, step_id: int) -> Path | None:
     if relative is None:
         return None
-    path = (folder / relative).resolve()
-    if not path.is_relative_to(folder.resolve()):
+    path = inside(folder, relative)
+    if path is None:
         raise StepAudioError(f"step {step_id}: its audio path {relative!r} leaves the run's audio folder {folder}")
     if not path.is_file():
         raise StepAudioError(f"step {step_id}: {path} is missing (moved with its log? see runs.audio_dir)")

@@ -108,7 +108,8 @@ def query(sql: str, db: Path, params: tuple[tuple[str, str], ...], fmt: str, tim
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
               help="Output format.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="For night: write the night's page (timelines per Echo, charts, failures) to this file.")
+              help="For night: write the night's page to this file: what failed and why, installs by skill, "
+                   "the rig self-test, the previous night, charts, every step's audio (linked relative to it).")
 def report(name: str, db: Path, night: str | None, since: str | None, persona: str | None, grep: str | None,
            fmt: str, html_path: Path | None) -> None:
     """Run a standing report over the log (read-only).
