@@ -34,6 +34,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,27 @@ def documented_relations(page: Path) -> dict[str, DocumentedRelation]:
     return relations
 
 
+_POINTER = re.compile(r"(\w+)\.(\w+)(;.*)?")
+
+
+def explained(relations: dict[str, DocumentedRelation]) -> dict[str, DocumentedRelation]:
+    """View columns documented as a pointer to a table's column (``runs.status``, perhaps with ``; more``)
+    get that column's own description: a web page cannot be read with the log page open beside it."""
+    for relation in relations.values():
+        for column, description in relation.columns.items():
+            pointer = _POINTER.fullmatch(description)
+            if pointer is None:
+                continue
+            target = relations.get(pointer.group(1))
+            meaning = target.columns.get(pointer.group(2)) if target else None
+            if meaning is None or _POINTER.fullmatch(meaning) is not None:
+                continue
+            meaning = meaning.removesuffix(", unique")  # unique in its table, repeated in a view
+            more = pointer.group(3) or ""
+            relation.columns[column] = meaning if more.strip("; ") in meaning else meaning + more
+    return relations
+
+
 def log_page() -> Path | None:
     """docs/log.md of the checkout this module runs from, else of the project folder; None if neither has it."""
     for root in (Path(__file__).resolve().parents[2], project_home()):
@@ -135,13 +157,18 @@ def metadata(db_name: str, page: Path | None) -> dict[str, Any]:
     """Datasette metadata for a log served under ``db_name``; without the page, no descriptions."""
     tables: dict[str, dict[str, Any]] = {"alembic_version": {"hidden": True}}
     if page is not None:
-        for name, relation in documented_relations(page).items():
+        for name, relation in explained(documented_relations(page)).items():
             tables[name] = {"description": relation.description, "columns": relation.columns}
     return {
         "title": "Echo orchestrator: interaction log",
         "description": "Every run and step the personas attempted, read-only. Stored queries: the reports of "
                        "`orchestrator report`. Column meanings: docs/log.md.",
-        "databases": {db_name: {"tables": tables, "queries": canned_queries()}},
+        "databases": {db_name: {
+            "description_html": f'<a href="/-/night/{escape(db_name)}">The latest night\'s page</a> (what failed '
+                                f"and why, installs, the rig self-test, the previous night); another night: "
+                                f"<code>/-/night/{escape(db_name)}?night=YYYY-MM-DD</code>.",
+            "tables": tables, "queries": canned_queries(),
+        }},
     }
 
 
@@ -170,8 +197,8 @@ def datasette_command(db_path: Path, metadata_path: Path, plugins_dir: Path, hos
 
 
 #: The plugins folder's one file: Datasette loads every .py file there; this one brings in the project's.
-PLUGIN_STUB = ("from orchestrator.analysis.web_plugin import prepare_connection, register_routes, render_cell"
-               "  # noqa: F401\n")
+PLUGIN_STUB = ("from orchestrator.analysis.web_plugin import (  # noqa: F401\n"
+               "    extra_body_script, prepare_connection, register_routes, render_cell)\n")
 
 
 def unseen_wal_bytes(db_path: Path) -> int:
