@@ -21,9 +21,9 @@ DOCKERFILE = PROJECT / "Dockerfile"
 #: Files the compose file mounts that each lab writes for itself (README, "A physical lab").
 WRITTEN_BY_THE_LAB = {"./lab.yaml"}
 #: Packages of scripts/bootstrap the image does not need.
-#: Packages of the development host, not of the image: the compose check, and the simulated Echo's
-#: voice (the image drives physical Echos).
-HOST_ONLY_PACKAGES = {"docker-compose", "festival", "festvox-us-slt-hts"}
+#: Packages of the development host, not of the image: the compose check, the simulated Echo's
+#: voice (the image drives physical Echos) and the browser test's Chromium.
+HOST_ONLY_PACKAGES = {"docker-compose", "festival", "festvox-us-slt-hts", "chromium", "chromium-driver"}
 
 
 def compose() -> dict[str, Any]:

@@ -7,6 +7,7 @@ The log is the two nights of `two_nights` and a third night on top, whose every 
     enable B02 ok (not_found; it was enabled the night before), open B01 ok (skill_opened),
     say B01 no_response (Cat Facts never answers: a failure), stop B01 no_response (the normal answer),
     say B01 skipped (its error says why), open B01 ok whose recording's path leaves the audio folder.
+  Every recording is a real WAV on disk, and the first open's prompt too; the replies have their words.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from orchestrator.cli.main import main
 
 NIGHT_3 = "2026-03-06"
 HOSTILE_PATH = "../../outside.wav"
+#: The one prompt with its audio on disk: the open step's.
+PROMPT_AUDIO = "tts-cache/open-cat-facts.wav"
 
 #: (kind, skill, status, outcome, transcript, error, response_audio)
 NIGHT_3_STEPS = [
@@ -59,10 +62,15 @@ def build_three_nights(folder: Path) -> Path:
     for index, (kind, skill, status, outcome, transcript, error, recording) in enumerate(NIGHT_3_STEPS):
         if recording is not None and recording != HOSTILE_PATH:
             write_wav_atomic(audio / recording, silence(0.2, MIC_FORMAT))
+        prompt = PROMPT_AUDIO if index == 1 else None
+        if prompt is not None:
+            write_wav_atomic(audio / prompt, silence(0.3, MIC_FORMAT))
         step = log.start_interaction(engine, run_id=run, step_index=index, kind=kind, skill_id=skill,
-                                     prompt_text=f"Alexa, {kind}")
+                                     prompt_text=f"Alexa, {kind}", prompt_audio=prompt)
+        words = [{"word": w, "start": i * 0.3, "end": i * 0.3 + 0.25, "conf": 1.0}
+                 for i, w in enumerate((transcript or "").split())]
         log.finish_interaction(engine, step, status, error=error, reply_outcome=outcome, transcript=transcript,
-                               response_audio=recording, prompt_seconds=PROMPT_SECONDS,
+                               words=words or None, response_audio=recording, prompt_seconds=PROMPT_SECONDS,
                                recorded_seconds=RECORDED_SECONDS)
         if kind == "enable":
             log.record_install(engine, run_id=run, skill_id=skill, action="enable", outcome=outcome,
@@ -166,7 +174,8 @@ def test_audio_is_linked_relative_to_the_page_and_never_outside_the_runs_folder(
     out, html = page
     steps = section(html, "Steps</h2>")
     links = re.findall(r'<a href="([^"]+)">(prompt|reply)</a>', steps)
-    assert [which for _, which in links] == ["reply"] * 4  # the skipped step has none; the hostile path gets none
+    # enable, open (its prompt too), say, stop; the skipped step has no audio and the hostile path gets no link
+    assert [which for _, which in links] == ["reply", "prompt", "reply", "reply", "reply"]
     for href, _which in re.findall(r'<audio controls preload="none" src="([^"]+)" title="(\w+)">', html):
         assert not href.startswith("/") and "://" not in href
         target = (out.parent / unquote(href)).resolve()

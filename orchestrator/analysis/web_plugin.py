@@ -110,7 +110,8 @@ def render_cell(row: Any, value: Any, column: str, table: str | None, database: 
 def folded_words(value: str) -> Markup:
     """A reply's words with their timings, folded to one line: unfolded, they make every row a page tall."""
     try:
-        count = f"{len(json.loads(value))} words"
+        words = len(json.loads(value))
+        count = f"{words} word" if words == 1 else f"{words} words"
     except (ValueError, TypeError):
         count = "words"
     return Markup(f"<details><summary>{escape(count)}</summary><code>{escape(value)}</code></details>")
