@@ -15,6 +15,7 @@ import re
 import sqlite3
 import statistics
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,8 @@ from orchestrator.audio.clip import MIC_FORMAT, validate_wav
 from orchestrator.catalog.skills import load_catalog
 from orchestrator.plan.persona import compile_plan
 from orchestrator.runner.progress import Progress
-from orchestrator.sim.demo import DEMO_ENDPOINTING, DemoSettings, demo_personas, run_demo
+from orchestrator.core import settings
+from orchestrator.sim.demo import DEMO_ENDPOINTING, DemoSettings, demo_personas, lab_beside, run_demo
 from orchestrator.sim.echo import OUTCOME_OF_KIND, read_truth, truth_path
 
 pytestmark = pytest.mark.lab
@@ -35,13 +37,21 @@ DURATION_TOLERANCE = 0.3
 @pytest.fixture(scope="module")
 def night(tmp_path_factory, english_model):
     root = tmp_path_factory.mktemp("night")
+    # No lab folder named, as `orchestrator demo --db --audio-dir` asks: it goes beside the log.
     options = DemoSettings(db=root / "log.sqlite", audio_dir=root / "audio", model=english_model, echos=4,
-                           backends=BACKENDS, lab_dir=root / "lab")
+                           backends=BACKENDS)
     before = _children()
+    data_before = _files(settings.data_dir())
     summaries = run_demo(options, Progress())
     db = sqlite3.connect(options.db)
     db.row_factory = sqlite3.Row
-    return {"options": options, "summaries": summaries, "db": db, "children_before": before, "root": root}
+    return {"options": replace(options, lab_dir=lab_beside(options.db)), "summaries": summaries, "db": db,
+            "children_before": before, "root": root, "data_before": data_before}
+
+
+def _files(folder: Path) -> dict[str, int]:
+    """Every file under ``folder`` with its modification time."""
+    return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
 
 
 def _children() -> set[str]:
@@ -219,3 +229,10 @@ def test_nothing_is_left_running_or_lying_around(night):
     assert not (lab / "pulse").exists()
     out = subprocess.run(["pgrep", "-f", str(lab)], capture_output=True, text=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_demo_writes_only_under_the_folders_it_is_given(night):
+    root = night["root"]
+    assert (root / "lab" / "lab.yaml").is_file()  # the virtual lab, beside the log
+    assert {p.name for p in root.iterdir()} <= {"log.sqlite", "log.sqlite-wal", "log.sqlite-shm", "audio", "lab"}
+    assert _files(settings.data_dir()) == night["data_before"]  # nothing in the project's data folder

@@ -87,7 +87,7 @@ def main() -> None:
 @click.option("--backend", type=click.Choice(["sounddevice", "pyaudio"]), default="sounddevice", show_default=True,
               help="PortAudio binding used for every speaker and microphone.")
 @click.option("--lab-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder of the virtual lab (sound server, lab.yaml, the Echos' logs) [default: data/lab].")
+              help="Folder of the virtual lab (sound server, lab.yaml, the Echos' logs) [default: lab, beside --db].")
 @reports_errors
 def demo(db: Path, audio_dir: Path, model_setting: str | None, echos: int, backend: str, lab_dir: Path | None) -> None:
     """Run a demo night on virtual Echos.
@@ -133,7 +133,7 @@ def demo(db: Path, audio_dir: Path, model_setting: str | None, echos: int, backe
               help="Rehearse on a virtual lab instead of the lab file's Echos: one simulated Echo per persona, "
                    "knowing the catalog's skills (some need account linking, some are answered by another skill).")
 @click.option("--lab-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="With --virtual: the virtual lab's folder [default: data/lab].")
+              help="With --virtual: the virtual lab's folder [default: lab, beside --db].")
 @reports_errors
 def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path, audio_dir: Path,
         model_setting: str | None, dry_run: bool, resume_run: int | None, no_resume: bool, virtual: bool,
@@ -160,7 +160,9 @@ def run(personas: tuple[Path, ...], lab_path: Path, catalog_dir: Path, db: Path,
     catalog = load_catalog(catalog_dir)
     loaded = load_personas(list(personas), catalog)
     if virtual and not dry_run:
-        _rehearse(loaded, catalog, db, audio_dir, model_setting, lab_dir or settings.data_dir() / "lab")
+        from orchestrator.sim.demo import lab_beside
+
+        _rehearse(loaded, catalog, db, audio_dir, model_setting, lab_dir or lab_beside(db))
         return
     if not virtual:
         lab = load_lab(lab_path)  # a dry run checks what a real run would, the lab file included

@@ -34,7 +34,7 @@ class DemoSettings:
     model: SpeechModel
     echos: int = 2
     backends: tuple[str, ...] = ("sounddevice",)  # Echo i uses backends[i % len(backends)]
-    lab_dir: Path | None = None
+    lab_dir: Path | None = None  # default: lab_beside(db)
     personas_dir: Path | None = None
     catalog_dir: Path | None = None
     sim_script: Path = SCRIPT  # what the simulated Echos answer
@@ -68,11 +68,17 @@ class Rehearsal:
     varied: bool = True
 
 
+def lab_beside(db: Path) -> Path:
+    """The virtual lab's folder when none is named: beside the log, so a demo or a rehearsal pointed at
+    other folders than the defaults writes nothing into the project's data folder."""
+    return db.parent / "lab"
+
+
 def run_demo(options: DemoSettings, progress: Progress) -> list[RunSummary]:
     home = settings.project_home()
     catalog = load_catalog(options.catalog_dir or home / "skills_catalog")
     personas = demo_personas(options.personas_dir or home / "persona_scripts" / "demo", catalog, options.echos)
-    rehearsal = Rehearsal(options.db, options.audio_dir, options.model, options.lab_dir or settings.data_dir() / "lab",
+    rehearsal = Rehearsal(options.db, options.audio_dir, options.model, options.lab_dir or lab_beside(options.db),
                           DEMO_ENDPOINTING, options.backends, options.sim_script, varied=False)
     return rehearse(personas, catalog, rehearsal, progress)
 
