@@ -1,48 +1,92 @@
-"""Soak: demo nights back to back on virtual Echos for a long time; is anything growing?
+"""Soak: nights back to back on virtual Echos for a long time; is any process growing?
 
-    .venv/bin/python bench/soak.py [--minutes 30] [--echos 4]
+    .venv/bin/python bench/soak.py [--minutes 30] [--echos 4] [--model auto]
 
-One lab, one set of simulated Echos and one loaded speech model serve every night, as weeks of
-nightly runs would; each night starts fresh worker processes. Every 30 s the resident memory and
-open file descriptors of the whole lab are sampled. Printed and written to bench/results/: the
-first and last samples, the peak, and the growth per hour from a least-squares fit.
+One lab, one set of simulated Echos and one transcription server serve every night, as a
+scheduler service running for weeks would; each night starts fresh persona workers. Every 30 s
+the resident memory and open file descriptors of every process of the lab are sampled and
+grouped by the name each process gives itself (`ps -o comm`): this script (the night's own
+threads), `asr-server`, `persona-*`, `sim-*`, the sound server and its helpers. Printed and
+written to bench/results/soak-*/soak.json: per group the first, last and peak resident memory
+and the growth per hour from a least-squares fit of the samples after the warm-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import statistics
 import sys
 import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_night import lab_footprint  # noqa: E402
+from demo_night import descendants  # noqa: E402
 
 from orchestrator.asr.models import resolve  # noqa: E402
 from orchestrator.catalog.skills import load_catalog  # noqa: E402
 from orchestrator.core.settings import project_home  # noqa: E402
-from orchestrator.lab.config import EchoConfig, LabConfig  # noqa: E402
 from orchestrator.runner.night import Night  # noqa: E402
+from orchestrator.runner.progress import Progress  # noqa: E402
 from orchestrator.runner.run import RunRequest  # noqa: E402
-from orchestrator.sim.demo import DEMO_ENDPOINTING, demo_personas, render_sim_voice, skills_used  # noqa: E402
-from orchestrator.sim.echo import SCRIPT, SimScript, SimulatedEchos  # noqa: E402
-from orchestrator.sim.lab import VirtualLab  # noqa: E402
+from orchestrator.sim.demo import DEMO_ENDPOINTING, Rehearsal, demo_personas, virtual_lab  # noqa: E402
+
+#: Samples in the first minutes (model loading, caches filling) are left out of the fit.
+WARM_UP_SECONDS = 300
+#: A process's group: persona workers and simulated Echos of every Echo count as one part each.
+GROUPS = [(re.compile(r"^persona-"), "persona-*"), (re.compile(r"^sim-"), "sim-*")]
+
+
+def group_of(comm: str, pid: int) -> str:
+    if pid == os.getpid():
+        return "night (this process)"
+    return next((name for pattern, name in GROUPS if pattern.match(comm)), comm)
+
+
+def footprint() -> dict[str, tuple[int, int]]:
+    """Resident bytes and open descriptors of each group of this process tree."""
+    groups: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for pid in descendants(os.getpid()):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            rss = next(int(line.split()[1]) * 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                       if line.startswith("VmRSS:"))
+            files = len(os.listdir(f"/proc/{pid}/fd"))
+        except (OSError, StopIteration):
+            continue  # ended between the listing and the reading
+        totals = groups[group_of(comm, pid)]
+        totals[0] += rss
+        totals[1] += files
+    return {name: (rss, files) for name, (rss, files) in groups.items()}
+
+
+def slope_per_hour(samples: list[tuple[float, float]]) -> float | None:
+    if len(samples) < 3:
+        return None
+    return statistics.linear_regression([t / 3600 for t, _ in samples], [v for _, v in samples]).slope
+
+
+def summary(samples: list[tuple[float, dict[str, tuple[int, int]]]]) -> dict[str, dict[str, float | None]]:
+    names = sorted({name for _, groups in samples for name in groups})
+    settled = [(t, groups) for t, groups in samples if t >= WARM_UP_SECONDS]
+    report = {}
+    for name in names:
+        rss = [(t, groups[name][0] / 2**20) for t, groups in samples if name in groups]
+        fitted = [(t, groups[name][0] / 2**20) for t, groups in settled if name in groups]
+        files = [(t, float(groups[name][1])) for t, groups in settled if name in groups]
+        report[name] = {"first_mb": rss[0][1], "last_mb": rss[-1][1], "peak_mb": max(v for _, v in rss),
+                        "mb_per_hour": slope_per_hour(fitted), "files_per_hour": slope_per_hour(files)}
+    return report
 
 
 def one_night(night: Night, requests: list[RunRequest], statuses: list[str]) -> None:
     statuses.extend(summary.status for summary in night.run(requests))
-
-
-def slope_per_hour(samples: list[tuple[float, float]]) -> float:
-    if len(samples) < 3:
-        return float("nan")
-    xs, ys = [s[0] / 3600 for s in samples], [s[1] for s in samples]
-    return statistics.linear_regression(xs, ys).slope
 
 
 def main() -> None:
@@ -54,42 +98,29 @@ def main() -> None:
     root = Path(__file__).parent / "results" / f"soak-{time.strftime('%Y%m%d-%H%M%S')}"
     catalog = load_catalog(project_home() / "skills_catalog")
     personas = demo_personas(project_home() / "persona_scripts" / "demo", catalog, args.echos)
-    script = SimScript.load(SCRIPT).with_catalog(skills_used(personas, catalog))
-    clips = render_sim_voice(script, root / "audio")
-    names = [p.persona.echo for p in personas]
     model = resolve(args.model)
-    samples: list[tuple[float, int, int]] = []
+    options = Rehearsal(root / "log.sqlite", root / "audio", model, root / "lab", DEMO_ENDPOINTING, varied=False)
+    samples: list[tuple[float, dict[str, tuple[int, int]]]] = []
     nights, statuses = 0, []
-    with VirtualLab(root / "lab", names) as vlab:
-        vlab.activate()
-        lab = LabConfig(echos=[EchoConfig(name=n, room=n, speaker=f"{n}_out", microphone=f"{n}_mic_mon")
-                               for n in names], endpointing=DEMO_ENDPOINTING, virtual_lab=root / "lab",
-                        reference_replies=True)
-        with SimulatedEchos(root / "lab", names, script, clips, "sounddevice"), Night(model, root / "lab") as night:
-            started = time.monotonic()
-            next_sample = started
-            while time.monotonic() - started < args.minutes * 60:
-                requests = [RunRequest(p, lab, catalog, root / "log.sqlite", root / "audio", model,
-                                       asr_socket=Path(), asr_authkey=b"") for p in personas]
-                runner = threading.Thread(target=one_night, args=(night, requests, statuses))
-                runner.start()
-                while runner.is_alive():
-                    if time.monotonic() >= next_sample:
-                        rss, files = lab_footprint()
-                        samples.append((time.monotonic() - started, rss, files))
-                        print(f"{samples[-1][0]:7.0f}s  rss {rss / 2**20:7.1f} MB  files {files}", flush=True)
-                        next_sample += 30
-                    time.sleep(0.5)
-                nights += 1
-    report = {
-        "minutes": args.minutes, "echos": args.echos, "nights": nights,
-        "runs": {s: statuses.count(s) for s in set(statuses)},
-        "rss_mb": {"first": samples[0][1] / 2**20, "last": samples[-1][1] / 2**20,
-                   "peak": max(s[1] for s in samples) / 2**20,
-                   "growth_per_hour": slope_per_hour([(t, r / 2**20) for t, r, _ in samples[2:]])},
-        "open_files": {"first": samples[0][2], "last": samples[-1][2], "peak": max(s[2] for s in samples),
-                       "growth_per_hour": slope_per_hour([(t, f) for t, _, f in samples[2:]])},
-    }
+    with Night(model, options.lab_dir) as night, virtual_lab(personas, catalog, options, Progress()) as lab:
+        started = next_sample = time.monotonic()
+        while time.monotonic() - started < args.minutes * 60:
+            requests = [RunRequest(p, lab, catalog, options.db, options.audio_dir, model,
+                                   asr_socket=Path(), asr_authkey=b"") for p in personas]
+            runner = threading.Thread(target=one_night, args=(night, requests, statuses))
+            runner.start()
+            while runner.is_alive():
+                if time.monotonic() >= next_sample:
+                    samples.append((time.monotonic() - started, footprint()))
+                    shown = "  ".join(f"{name} {rss / 2**20:.0f}" for name, (rss, _) in sorted(samples[-1][1].items()))
+                    print(f"{samples[-1][0]:6.0f}s MB: {shown}", flush=True)
+                    next_sample += 30
+                time.sleep(0.5)
+            nights += 1
+    totals = [(t, {"whole lab": (sum(r for r, _ in g.values()), sum(f for _, f in g.values()))}) for t, g in samples]
+    report = {"minutes": args.minutes, "echos": args.echos, "nights": nights, "model": str(model.path),
+              "runs": {s: statuses.count(s) for s in set(statuses)},
+              "processes": summary(samples), "lab": summary(totals)["whole lab"]}
     root.mkdir(parents=True, exist_ok=True)
     (root / "soak.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

@@ -8,6 +8,8 @@ what each reply meant is read from its transcript.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -97,6 +99,16 @@ def rehearse(personas: list[LoadedPersona], catalog: Catalog, options: Rehearsal
 def _virtual_night(options: Rehearsal, progress: Progress, night: Night, catalog: Catalog,
                    personas: list[LoadedPersona]) -> list[RunSummary]:
     night.begin_loading()
+    with virtual_lab(personas, catalog, options, progress) as lab:
+        requests = [RunRequest(p, lab, catalog, options.db, options.audio_dir, options.model,
+                               asr_socket=Path(), asr_authkey=b"") for p in personas]
+        return night.run(requests)
+
+
+@contextmanager
+def virtual_lab(personas: list[LoadedPersona], catalog: Catalog, options: Rehearsal,
+                progress: Progress) -> Iterator[LabConfig]:
+    """A virtual lab with one simulated Echo per persona, answering; as a lab file would describe it."""
     lab_dir = options.lab_dir
     script = SimScript.load(options.sim_script).with_catalog(skills_used(personas, catalog), varied=options.varied)
     progress.phase("rendering the simulated Echos' voice")
@@ -116,9 +128,7 @@ def _virtual_night(options: Rehearsal, progress: Progress, night: Night, catalog
         (lab_dir / "lab.yaml").write_text(_lab_yaml(lab))
         progress.phase("starting the simulated Echos")
         with SimulatedEchos(lab_dir, names, script, clips, options.backends[0]):
-            requests = [RunRequest(p, lab, catalog, options.db, options.audio_dir, options.model,
-                                   asr_socket=Path(), asr_authkey=b"") for p in personas]
-            return night.run(requests)
+            yield lab
 
 
 def skills_used(personas: list[LoadedPersona], catalog: Catalog) -> list[Skill]:
