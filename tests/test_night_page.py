@@ -133,7 +133,7 @@ def test_silence_after_stop_is_expected_and_silence_elsewhere_is_not() -> None:
 def test_installs_by_skill_name_with_the_change_since_the_previous_night(page: tuple[Path, str]) -> None:
     _, html = page
     installs = section(html, "Skills installed")
-    assert "0 of 1 enables worked; <strong>not_found</strong>: Dog Feeder." in installs
+    assert "0 of 1 enables worked; <strong>not_found</strong> (1): Dog Feeder." in installs
     (row,) = rows(installs)
     assert "<strong>Dog Feeder</strong>" in row and ">not_found<" in row and "I couldn&#x27;t find that skill" in row
     compared = section(html, "Compared with the previous night")
@@ -191,3 +191,18 @@ def test_served_page_links_the_web_views_audio_route(three_nights: Path) -> None
     step_ids = {s["interaction_id"] for s in data.steps}
     assert srcs and all(re.fullmatch(r"/-/audio/orchestrator/(\d+)/(prompt|reply)\.wav", s) for s in srcs)
     assert {int(s.split("/")[4]) for s in srcs} <= step_ids
+
+
+def test_many_failures_are_summed_up_by_reason_first_and_folded_after_the_first_few() -> None:
+    failed = [{"status": "timeout" if i % 4 == 0 else "no_response", "kind": "open", "error": None,
+               "echo": f"echo-{i % 3 + 1}", "persona": "p", "step_index": i, "attempt": 0, "skill_name": "Cat Facts",
+               "skill_id": "B01", "started_at": "2026-03-06T21:00:00.000Z", "prompt_text": "Alexa, open cat facts",
+               "transcript": None, "interaction_id": i, "prompt_audio": None, "response_audio": None}
+              for i in range(40)]
+    summary = night_page.failure_summary(failed)
+    assert [re.findall(r'class="badge"[^>]*>(\w+)<', r) for r in rows(summary)] == [["no_response"], ["timeout"]]
+    assert ">30</td>" in summary and ">10</td>" in summary and "echo-1 10" in summary
+    table = night_page.failure_table(failed, night_page.route_links("/a"))
+    shown, folded = table.split("<details>")
+    assert len(rows(shown)) == night_page.FAILURES_OPEN and len(rows(folded)) == 40 - night_page.FAILURES_OPEN
+    assert night_page.failure_summary(failed[:night_page.FAILURES_OPEN]) == ""

@@ -47,7 +47,6 @@ from orchestrator.analysis.night_data import (
     skill_label,
     why,
 )
-from orchestrator.analysis.step_audio import inside
 from orchestrator.core.durable import write_text_atomic
 from orchestrator.log import utcnow_iso
 
@@ -66,6 +65,8 @@ GOOD_COLOUR, PROBLEM_COLOUR, NEUTRAL_COLOUR = "#2e7d32", "#c62828", "#78909c"
 
 #: Failed steps listed on the page; the rest are counted and left to `orchestrator report failures`.
 MAX_FAILURES_LISTED = 300
+#: Failed steps shown before the fold; with more, a summary by reason comes first.
+FAILURES_OPEN = 15
 #: Steps listed under "Every step"; a night of the study has a few thousand.
 MAX_STEPS_LISTED = 5000
 
@@ -96,8 +97,8 @@ h1 {{ margin-bottom: 0.2rem; }} h2 {{ margin-top: 2rem; border-bottom: 1px solid
 .tile .label {{ font-size: 0.95rem; }} .tile .before {{ color: #616161; font-size: 0.9rem; }}
 table {{ border-collapse: collapse; font-size: 0.9rem; }}
 th, td {{ border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; }}
-th {{ background: #f5f5f5; }}
-td.num {{ text-align: right; }}
+th {{ background: #f5f5f5; }} table + table {{ margin-top: 1rem; }}
+td.num {{ text-align: right; }} td.short {{ white-space: nowrap; }}
 td.why {{ max-width: 28rem; }} td.heard {{ max-width: 24rem; color: #424242; }}
 .badge {{ display: inline-block; padding: 0 0.4rem; border-radius: 3px; color: #fff; white-space: nowrap; }}
 audio {{ height: 2rem; width: 13rem; vertical-align: middle; }}
@@ -117,15 +118,23 @@ _AUDIO_COLUMN = {"prompt": "prompt_audio", "reply": "response_audio"}
 
 
 def file_links(page: Path) -> AudioLinks:
-    """Links relative to the page's folder, to files inside their run's audio folder only."""
+    """Links relative to the page's folder, to files inside their run's audio folder only.
+
+    The check is on the path's text (``..`` and absolute paths), not on the file system: a night has
+    thousands of steps, and resolving each one's files costs a second. The web view's audio route
+    resolves links as it serves.
+    """
     folder = page.resolve().parent
 
     def link(step: Mapping[str, Any], which: str) -> str | None:
         relative, audio_dir = step[_AUDIO_COLUMN[which]], step["audio_dir"]
         if not relative or not audio_dir:
             return None
-        path = inside(Path(audio_dir), relative)
-        return None if path is None else quote(Path(os.path.relpath(path, folder)).as_posix())
+        root = Path(os.path.normpath(audio_dir))
+        path = Path(os.path.normpath(root / relative))
+        if not path.is_relative_to(root):
+            return None
+        return quote(Path(os.path.relpath(path, folder)).as_posix())
 
     return link
 
@@ -276,16 +285,38 @@ def run_alerts(runs: Sequence[Mapping[str, Any]]) -> str:
 
 
 def failure_table(failed: Sequence[Mapping[str, Any]], links: AudioLinks) -> str:
+    """The failed steps, each with why and its sound: the first few open, the rest folded under them."""
     if not failed:
         return '<p class="fine">No step failed.</p>'
+    head = ["time", "Echo", "persona", "step", "kind", "skill", "status", "why", "said", "heard"]
     rows = [
-        f"<tr><td>{escape((s['started_at'] or '')[11:19])}</td><td>{escape(s['echo'] or '')}</td>"
-        f"<td>{escape(s['persona'])}</td><td class=\"num\">{escape(_step_name(s))}</td><td>{escape(s['kind'])}</td>"
-        f"<td>{escape(skill_label(s))}</td><td>{badge(s['status'], _colour(s['status']))}</td>"
-        f"<td class=\"why\">{escape(why(s))}</td>{said_cell(s, links)}{heard_cell(s['transcript'], s, links)}</tr>"
+        f"<tr><td>{escape((s['started_at'] or '')[11:19])}</td><td class=\"short\">{escape(s['echo'] or '')}</td>"
+        f"<td>{escape(s['persona'])}</td><td class=\"num short\">{escape(_step_name(s))}</td>"
+        f"<td>{escape(s['kind'])}</td><td>{escape(skill_label(s))}</td><td>{badge(s['status'], _colour(s['status']))}"
+        f"</td><td class=\"why\">{escape(why(s))}</td>{said_cell(s, links)}{heard_cell(s['transcript'], s, links)}</tr>"
         for s in failed
     ]
-    return _rows_table(["time", "Echo", "persona", "step", "kind", "skill", "status", "why", "said", "heard"], rows)
+    shown = _rows_table(head, rows[:FAILURES_OPEN])
+    if len(rows) <= FAILURES_OPEN:
+        return shown
+    rest = _rows_table(head, rows[FAILURES_OPEN:])
+    return f"{shown}<details><summary>{len(rows) - FAILURES_OPEN} more failed steps</summary>{rest}</details>"
+
+
+def failure_summary(failed: Sequence[Mapping[str, Any]]) -> str:
+    """With many failures, first how many failed for each reason, and on which Echos."""
+    if len(failed) <= FAILURES_OPEN:
+        return ""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for step in failed:
+        groups.setdefault((step["status"], why(step)), []).append(step)
+    rows = []
+    for (status, reason), steps in sorted(groups.items(), key=lambda item: -len(item[1])):
+        echos = Counter(s["echo"] or "(no Echo)" for s in steps).most_common()
+        where = ", ".join(f"{echo} {count}" for echo, count in echos[:6]) + (" …" if len(echos) > 6 else "")
+        rows.append(f"<tr><td>{badge(status, _colour(status))}</td><td class=\"why\">{escape(reason)}</td>"
+                    f"{_cell(len(steps))}<td>{escape(where)}</td></tr>")
+    return _rows_table(["status", "why", "steps", "on which Echos"], rows)
 
 
 def not_failures(data: NightData) -> str:
@@ -308,25 +339,36 @@ def not_failures(data: NightData) -> str:
 
 
 def install_table(installs: Sequence[Mapping[str, Any]], steps: Sequence[Mapping[str, Any]], links: AudioLinks) -> str:
-    """Install outcomes by skill name, problems first, with what the Echo said and its audio."""
+    """Install outcomes by skill name, with what the Echo said and its audio: problems open, the rest folded."""
     if not installs:
         return "<p>No skill was enabled or disabled this night.</p>"
     step_of = {s["interaction_id"]: s for s in steps}
-    ordered = sorted(installs, key=lambda i: (i["outcome"] not in PROBLEM_OUTCOMES and i["outcome"] is not None,
-                                              skill_label(i).lower()))
-    rows = []
-    for install in ordered:
+    head = ["skill", "persona", "action", "outcome", "what the Echo said"]
+
+    def row(install: Mapping[str, Any]) -> str:
         step = step_of.get(install["interaction_id"])
-        rows.append(
-            f"<tr><td><strong>{escape(skill_label(install))}</strong></td><td>{escape(install['persona'])}</td>"
-            f"<td>{escape(install['action'])}</td><td>{badge(install['outcome'], outcome_colour(install['outcome']))}"
-            f"</td>{heard_cell(install['reply_transcript'], step, links)}</tr>"
-        )
-    return _rows_table(["skill", "persona", "action", "outcome", "what the Echo said"], rows)
+        return (f"<tr><td><strong>{escape(skill_label(install))}</strong></td><td>{escape(install['persona'])}</td>"
+                f"<td>{escape(install['action'])}</td>"
+                f"<td>{badge(install['outcome'], outcome_colour(install['outcome']))}</td>"
+                f"{heard_cell(install['reply_transcript'], step, links)}</tr>")
+
+    ordered = sorted(installs, key=lambda i: skill_label(i).lower())
+    problems = [row(i) for i in ordered if i["outcome"] not in GOOD_OUTCOMES]
+    fine = [row(i) for i in ordered if i["outcome"] in GOOD_OUTCOMES]
+    shown = (_rows_table(head, problems[:FAILURES_OPEN]) if problems
+             else '<p class="fine">Every install did what was asked.</p>')
+    more = problems[FAILURES_OPEN:]
+    folded = "".join(
+        f"<details><summary>{summary}</summary>{_rows_table(head, rows)}</details>"
+        for summary, rows in ((f"{len(more)} more that did not", more),
+                              (f"{plural(len(fine), 'install')} that did what was asked", fine))
+        if rows
+    )
+    return shown + folded
 
 
 def install_summary(installs: Sequence[Mapping[str, Any]]) -> str:
-    """One sentence: how many enables worked, and the skills of each problem by name."""
+    """One sentence: how many enables worked, and for each problem how many and which skills, by name."""
     enables = [i for i in installs if i["action"] == "enable"]
     if not enables:
         return ""
@@ -335,9 +377,13 @@ def install_summary(installs: Sequence[Mapping[str, Any]]) -> str:
     for install in enables:
         if install["outcome"] not in ("enabled", "already_enabled"):
             problems.setdefault(install["outcome"] or "no verdict", []).append(skill_label(install))
-    detail = "".join(f"; <strong>{escape(outcome)}</strong>: {escape(', '.join(sorted(set(names))))}"
-                     for outcome, names in sorted(problems.items()))
+    detail = "".join(f"; <strong>{escape(outcome)}</strong> ({len(names)}): {escape(_some(sorted(set(names))))}"
+                     for outcome, names in sorted(problems.items(), key=lambda item: -len(item[1])))
     return f"<p>{enabled} of {len(enables)} enables worked{detail}.</p>"
+
+
+def _some(names: Sequence[str], most: int = 5) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 # -- charts -----------------------------------------------------------------------------------
@@ -378,8 +424,7 @@ def _named_skills(steps: Sequence[Mapping[str, Any]], outcome: str) -> str:
     if outcome not in PROBLEM_OUTCOMES:
         return ""
     names = sorted({skill_label(s) for s in steps if s["reply_outcome"] == outcome and skill_label(s)})
-    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-    return f": {shown}" if shown else ""
+    return f": {_some(names, 4)}" if names else ""
 
 
 def status_bars(steps_by_echo: Mapping[str, list[dict[str, Any]]]) -> str:
@@ -606,6 +651,7 @@ Log: {escape(str(db_path))}. Made {escape(generated_at)}.</p>
 {tiles(data, now, earlier)}
 {run_alerts(data.runs)}
 <h2>Failed steps ({len(failed)})</h2>
+{failure_summary(failed)}
 {failure_table(listed, links)}
 {more_note}
 {not_failures(data)}
