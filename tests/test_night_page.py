@@ -206,3 +206,20 @@ def test_many_failures_are_summed_up_by_reason_first_and_folded_after_the_first_
     shown, folded = table.split("<details>")
     assert len(rows(shown)) == night_page.FAILURES_OPEN and len(rows(folded)) == 40 - night_page.FAILURES_OPEN
     assert night_page.failure_summary(failed[:night_page.FAILURES_OPEN]) == ""
+
+
+def test_a_date_with_two_rounds_says_so(three_nights: Path, tmp_path: Path) -> None:
+    made = night_page.page(three_nights, night_page.route_links("/a"))
+    assert made is not None and made[0].rounds == 1 and "rounds</strong>" not in made[1]
+    db = tmp_path / "twice.sqlite"
+    db.write_bytes(three_nights.read_bytes())
+    engine = log.open_log(db)
+    pets = log.upsert_persona(engine, name="pets", interest="pets-animals")
+    again = log.start_run(engine, persona_id=pets, device_id=log.upsert_device(engine, name="echo-1"),
+                          audio_dir=tmp_path, config={}, asr_engine=None, asr_model=None, tts_engine=None,
+                          tts_voice=None, tts_rate=None, audio_backend=None, scheduled_for=f"{NIGHT_3}T23:00:00Z")
+    log.finish_run(engine, again, "failed", error="the Echo was unplugged")
+    engine.dispose()
+    made = night_page.page(db, night_page.route_links("/a"))
+    assert made is not None and made[0].rounds == 2
+    assert "This date holds 2 rounds</strong>" in made[1] and f"run {again} (round 2)" in made[1]

@@ -53,11 +53,11 @@ ORDER BY d.echo, d.started_at, d.interaction_id
 """
 
 RUNS_SQL = """
-SELECT d.run_id, d.persona, d.is_control, d.echo, d.status, d.scheduled_for, d.started_at, d.finished_at, d.error,
-       r.rig_check_id
-FROM run_details AS d JOIN runs AS r ON r.id = d.run_id
-WHERE d.night = :night AND (:persona = '' OR d.persona = :persona)
-ORDER BY d.echo, d.started_at
+SELECT run_id, night_round, persona, is_control, echo, status, scheduled_for, started_at, finished_at, error,
+       rig_check_id
+FROM run_details
+WHERE night = :night AND (:persona = '' OR persona = :persona)
+ORDER BY echo, started_at
 """
 
 INSTALLS_SQL = """
@@ -100,6 +100,11 @@ class NightData:
     rig_results: list[dict[str, Any]]
     summary_columns: list[str]
     summary: list[dict[str, Any]]
+
+    @property
+    def rounds(self) -> int:
+        """How many times a persona ran this night: 2 when two nights were run on one date (see night_round)."""
+        return max((r["night_round"] or 1 for r in self.runs), default=1)
 
     @property
     def failed_steps(self) -> list[dict[str, Any]]:

@@ -269,6 +269,18 @@ def rig_verdict(data: NightData) -> tuple[str, str]:
 # -- runs and failures ------------------------------------------------------------------------
 
 
+def rounds_note(data: NightData) -> str:
+    if data.rounds < 2:
+        return ""
+    return (f" <strong>This date holds {data.rounds} rounds</strong> (a persona ran more than once: two nights "
+            "run on one date, or a run again by hand): the page counts them together; the views' "
+            "<code>night_round</code> tells them apart.")
+
+
+def _round(run: Mapping[str, Any]) -> str:
+    return f" (round {run['night_round']})" if (run["night_round"] or 1) > 1 else ""
+
+
 def run_alerts(runs: Sequence[Mapping[str, Any]]) -> str:
     bad = [r for r in runs if r["status"] != "completed"]
     if not runs:
@@ -277,7 +289,7 @@ def run_alerts(runs: Sequence[Mapping[str, Any]]) -> str:
         said = f"All {len(runs)} runs completed." if len(runs) > 1 else "The run completed."
         return f'<p class="fine">{said}</p>'
     items = "".join(
-        f"<li>{escape(r['echo'] or '(no Echo)')} / {escape(r['persona'])}: run {r['run_id']} "
+        f"<li>{escape(r['echo'] or '(no Echo)')} / {escape(r['persona'])}: run {r['run_id']}{_round(r)} "
         f"<strong>{escape(r['status'])}</strong>{': ' + escape(r['error']) if r['error'] else ''}</li>"
         for r in bad
     )
@@ -646,7 +658,7 @@ def render(data: NightData, db_path: Path | str, generated_at: str, links: Audio
 <body>
 <h1>{escape(title)}</h1>
 <p class="meta">{plural(len(data.runs), "run")}, {plural(len(data.steps), "step")} on {plural(len(grouped), "Echo")}.
-Times are UTC.
+Times are UTC.{rounds_note(data)}
 Log: {escape(str(db_path))}. Made {escape(generated_at)}.</p>
 {tiles(data, now, earlier)}
 {run_alerts(data.runs)}
