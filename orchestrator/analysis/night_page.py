@@ -27,7 +27,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,6 @@ from orchestrator.analysis.night_data import (
     why,
 )
 from orchestrator.core.durable import write_text_atomic
-from orchestrator.log import utcnow_iso
 
 STATUS_COLOURS = {
     "ok": "#2e7d32",
@@ -699,7 +698,9 @@ def page(db_path: Path | str, links: AudioLinks, night: str | None = None, perso
         return None
     previous = previous_night(db_path, data.night)
     before = load_night(db_path, previous, persona) if previous is not None else None
-    return data, render(data, db_path, generated_at or utcnow_iso(), links, before)
+    # Not orchestrator.log's clock: importing the log's models (SQLAlchemy) would take most of a second.
+    made_at = generated_at or datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return data, render(data, db_path, made_at, links, before)
 
 
 def write_night_page(
