@@ -90,6 +90,13 @@ def test_every_column_of_every_table_and_view_has_its_description_from_the_docs(
         assert list(described) == columns, name
         assert all(described.values()), name
     assert tables["interactions"]["columns"]["run_id"] == "→ runs.id"
+    # A web page is read without docs/log.md beside it: no "see above", no view column that only points.
+    for name, table in tables.items():
+        for column, description in table.get("columns", {}).items():
+            assert "see above" not in description and not re.fullmatch(r"\w+\.\w+(;.*)?", description), (name, column)
+    assert tables["interaction_details"]["columns"]["status"] == tables["interactions"]["columns"]["status"]
+    assert tables["run_details"]["columns"]["persona_interest"] == ("catalog category of the persona's interest; "
+                                                                    "NULL for the control persona")
     assert tables["interaction_details"]["description"].startswith("Every step with its persona, Echo, skill")
     assert tables["alembic_version"] == {"hidden": True}
 
