@@ -93,6 +93,7 @@ def test_reply_statistics_per_skill(db: Path) -> None:
     assert pick(rows_of(db, "replies"), *keys) == [
         ("B01", 5, 3, 1, 1.5, 2.0, 3.0, 4.0, 6.0, 9),
         ("B02", 3, 2, 0, 0.75, 1.0, 1.5, 2.0, 5.0, 5),
+        (None, 2, 1, 0, 1.0, 1.0, 1.0, 1.0, 4.0, 4),  # the control's questions, answered by Alexa herself
     ]
     assert pick(rows_of(db, "replies", night=NIGHT_2), "skill_id", "steps", "replies") == [("B02", 2, 1)]
 
@@ -185,7 +186,7 @@ def test_report_command_formats(db: Path) -> None:
     jsonl = invoke("report", "search", "--db", str(db), "--grep", "cat sleep", "--format", "jsonl").stdout
     assert [json.loads(line)["skill_id"] for line in jsonl.splitlines()] == ["B01"]
     table = invoke("report", "failures", "--db", str(db), "--persona", "vanilla").stdout.splitlines()
-    assert table[0].split()[:3] == ["night", "persona", "echo"]
+    assert table[0].split()[:4] == ["night", "night_round", "persona", "echo"]
     assert len(table) == 3 and "missed" in table[2]
 
 

@@ -10,7 +10,13 @@ Parameters shared by the reports:
 * ``night``: one night (``YYYY-MM-DD``, see the ``night`` column of the views);
 * ``since``: every night from this one on;
 * ``persona``: one persona by name;
-* ``grep``: words that must all appear in a transcript (the search report only).
+* ``grep``: words that must all appear in a transcript (the search report only);
+* ``skill``: one skill by id or name, any case (the skill history only).
+
+Reports that sum over nights can instead give a row per night (``--by night``): their SQL comes in
+two versions, the second grouped by ``night`` and ``night_round`` as well (a night's round tells
+apart two nights run on one date; see docs/log.md). The stored queries of the web view are the
+first versions.
 
 The night summary and the failures show the latest night in the log when neither ``night`` nor
 ``since`` is given, which is what an operator wants to see in the morning.
@@ -54,6 +60,7 @@ NIGHT_SUMMARY = f"""
 WITH {CHOSEN_NIGHTS}
 SELECT
     r.night,
+    r.night_round,
     r.persona,
     r.echo,
     count(DISTINCT r.run_id) AS runs,
@@ -72,8 +79,8 @@ FROM run_details AS r
 LEFT JOIN interactions AS i ON i.run_id = r.run_id
 WHERE r.night IN (SELECT night FROM chosen)
   AND (:persona = '' OR r.persona = :persona)
-GROUP BY r.night, r.persona, r.echo
-ORDER BY r.night, r.persona, r.echo
+GROUP BY r.night, r.night_round, r.persona, r.echo
+ORDER BY r.night, r.night_round, r.persona, r.echo
 """
 
 # The install outcomes that have a column of their own; `other` counts the rest, NULL included.
@@ -83,21 +90,30 @@ _COUNTED_OUTCOMES = ", ".join(
                     "not_available", "no_response")
 )
 
-INSTALL_OUTCOMES = f"""
+
+def _by(by_night: bool, alias: str = "") -> str:
+    """The leading group columns of a report that can be given per night."""
+    return f"{alias}night, {alias}night_round, " if by_night else ""
+
+
+def install_outcomes(by_night: bool = False) -> str:
+    """Per persona and skill (and night), the install attempts and what their replies meant."""
+    by = _by(by_night)
+    return f"""
 WITH picked AS (
     -- Only the columns used, so the view's join to the install's step is left out.
-    SELECT install_id, persona, skill_id, skill_name, action, outcome, created_at
+    SELECT install_id, night, night_round, persona, skill_id, skill_name, action, outcome, created_at
     FROM install_details
     WHERE {PICKED_RUNS}
 ),
 ranked AS (
     SELECT *, row_number() OVER (
-        PARTITION BY persona, skill_id, action ORDER BY created_at DESC, install_id DESC
+        PARTITION BY {by}persona, skill_id, action ORDER BY created_at DESC, install_id DESC
     ) AS recency
     FROM picked
 )
 SELECT
-    persona,
+    {by}persona,
     skill_id,
     skill_name,
     action,
@@ -112,49 +128,248 @@ SELECT
     max(CASE WHEN recency = 1 THEN outcome END) AS last_outcome,
     max(created_at) AS last_at
 FROM ranked
-GROUP BY persona, skill_id, action
-ORDER BY persona, skill_id, action
+GROUP BY {by}persona, skill_id, action
+ORDER BY {by}persona, skill_id, action
 """
 
-# Statistics cover the steps that got a reply (status ok or max_length).
-REPLY_STATS = f"""
+
+#: A step that got a reply: it ended by itself or ran to the maximum length.
+REPLIED = "status IN ('ok', 'max_length')"
+#: What a step without a skill is listed as: Alexa answered it herself (the control's steps are such).
+NO_SKILL = "(no skill: Alexa)"
+
+
+def reply_stats(by_night: bool = False) -> str:
+    """Per skill (and night): steps, replies, latency, length and words of the replies.
+
+    Steps without a skill (the control persona's questions, an interest persona's "ask") are one
+    row of their own, with ``skill_id`` NULL, listed last.
+    """
+    by = _by(by_night)
+    return f"""
 SELECT
-    skill_id,
-    skill_name,
+    {by}skill_id,
+    CASE WHEN skill_id IS NULL THEN '{NO_SKILL}' ELSE skill_name END AS skill_name,
     skill_category,
     count(*) AS steps,
-    count(CASE WHEN status IN ('ok', 'max_length') THEN 1 END) AS replies,
+    count(CASE WHEN {REPLIED} THEN 1 END) AS replies,
     count(CASE WHEN status = 'no_response' THEN 1 END) AS no_answer,
     count(CASE WHEN status = 'max_length' THEN 1 END) AS max_length,
-    round(avg(CASE WHEN status IN ('ok', 'max_length') THEN response_latency_seconds END), 2) AS latency_mean_s,
-    round(max(CASE WHEN status IN ('ok', 'max_length') THEN response_latency_seconds END), 2) AS latency_max_s,
-    round(avg(CASE WHEN status IN ('ok', 'max_length') THEN response_seconds END), 2) AS length_mean_s,
-    round(max(CASE WHEN status IN ('ok', 'max_length') THEN response_seconds END), 2) AS length_max_s,
-    round(avg(CASE WHEN status IN ('ok', 'max_length') THEN transcript_words END), 1) AS words_mean,
-    max(CASE WHEN status IN ('ok', 'max_length') THEN transcript_words END) AS words_max
+    round(avg(CASE WHEN {REPLIED} THEN response_latency_seconds END), 2) AS latency_mean_s,
+    round(max(CASE WHEN {REPLIED} THEN response_latency_seconds END), 2) AS latency_max_s,
+    round(avg(CASE WHEN {REPLIED} THEN response_seconds END), 2) AS length_mean_s,
+    round(max(CASE WHEN {REPLIED} THEN response_seconds END), 2) AS length_max_s,
+    round(avg(CASE WHEN {REPLIED} THEN transcript_words END), 1) AS words_mean,
+    max(CASE WHEN {REPLIED} THEN transcript_words END) AS words_max
 FROM interaction_details
-WHERE skill_id IS NOT NULL AND {PICKED_RUNS}
-GROUP BY skill_id
-ORDER BY skill_id
+WHERE {PICKED_RUNS}
+GROUP BY {by}skill_id
+ORDER BY {by}skill_id IS NULL, skill_id
 """
+
+
+# Every run of the nights asked for, whoever's: a comparison needs the control's runs whatever --persona says.
+PICKED_NIGHTS = """run_id IN (
+    SELECT run_id FROM run_details
+    WHERE (:night = '' OR night = :night) AND (:since = '' OR night >= :since)
+)"""
+
+
+def _same_night(by_night: bool, left: str, right: str) -> str:
+    return f" AND {left}.night = {right}.night AND {left}.night_round = {right}.night_round" if by_night else ""
+
+
+def persona_vs_control(by_night: bool = False) -> str:
+    """Each interest persona beside the control over the same nights (or night by night).
+
+    A step's subject is its skill, or its words for a step without one (the control's questions);
+    its verdict is its reply's outcome, or its status when no outcome was read. Skipped steps were
+    never said and are left out. ``differing`` lists the subjects the persona and the control both
+    asked whose most frequent verdicts differ.
+    """
+    by, by_p = _by(by_night), _by(by_night, "p.")
+    return f"""
+WITH cells AS (
+    -- Per side (an interest persona, or '' for the controls together), subject and verdict;
+    -- everything below is summed from these few rows, so the steps are read once.
+    SELECT
+        {by}CASE WHEN is_control THEN '' ELSE persona END AS side,
+        max(persona) AS name,
+        max(persona_interest) AS interest,
+        coalesce(skill_name, skill_id, prompt_text) AS subject,
+        coalesce(reply_outcome, status) AS verdict,
+        count(*) AS steps,
+        count(CASE WHEN {REPLIED} THEN 1 END) AS replies,
+        total(CASE WHEN {REPLIED} THEN response_latency_seconds END) AS latency_sum,
+        count(CASE WHEN {REPLIED} THEN response_latency_seconds END) AS latency_n,
+        total(CASE WHEN {REPLIED} THEN response_seconds END) AS length_sum,
+        count(CASE WHEN {REPLIED} THEN response_seconds END) AS length_n,
+        total(CASE WHEN {REPLIED} THEN transcript_words END) AS words_sum
+    FROM interaction_details
+    WHERE status <> 'skipped'
+      AND (:persona = '' OR persona = :persona OR is_control)
+      AND {PICKED_NIGHTS}
+    GROUP BY {by}side, subject, verdict
+),
+sides AS (
+    SELECT {by}side, max(name) AS name, max(interest) AS interest, sum(steps) AS steps, sum(replies) AS replies,
+           sum(latency_sum) / nullif(sum(latency_n), 0) AS latency,
+           sum(length_sum) / nullif(sum(length_n), 0) AS length,
+           sum(words_sum) / nullif(sum(replies), 0) AS words
+    FROM cells
+    GROUP BY {by}side
+),
+outcomes AS (
+    SELECT {by}side, group_concat(verdict || ' ' || steps, ', ') AS outcomes
+    FROM (SELECT {by}side, verdict, sum(steps) AS steps FROM cells GROUP BY {by}side, verdict
+          ORDER BY steps DESC, verdict)
+    GROUP BY {by}side
+),
+usual AS (
+    -- Each side's most frequent verdict per subject.
+    SELECT * FROM (
+        SELECT {by}side, subject, verdict,
+               row_number() OVER (PARTITION BY {by}side, subject ORDER BY steps DESC, verdict) AS rank
+        FROM cells
+    )
+    WHERE rank = 1
+),
+differing AS (
+    SELECT {by_p}p.side, group_concat(p.subject || ': ' || p.verdict || ' (control: ' || c.verdict || ')', '; ')
+           AS subjects
+    FROM (SELECT * FROM usual ORDER BY subject) AS p
+    JOIN usual AS c ON c.side = '' AND c.subject = p.subject{_same_night(by_night, "c", "p")}
+    WHERE p.side <> '' AND p.verdict <> c.verdict
+    GROUP BY {by_p}p.side
+)
+SELECT
+    {by_p}p.side AS persona,
+    p.interest AS persona_interest,
+    c.name AS control,
+    p.steps,
+    c.steps AS control_steps,
+    p.replies,
+    c.replies AS control_replies,
+    round(100.0 * p.replies / p.steps, 1) AS reply_pct,
+    round(100.0 * c.replies / c.steps, 1) AS control_reply_pct,
+    round(p.latency, 2) AS latency_mean_s,
+    round(c.latency, 2) AS control_latency_mean_s,
+    round(p.length, 2) AS length_mean_s,
+    round(c.length, 2) AS control_length_mean_s,
+    round(p.words, 1) AS words_mean,
+    round(c.words, 1) AS control_words_mean,
+    po.outcomes AS outcomes,
+    co.outcomes AS control_outcomes,
+    d.subjects AS differing
+FROM sides AS p
+LEFT JOIN sides AS c ON c.side = ''{_same_night(by_night, "c", "p")}
+LEFT JOIN outcomes AS po ON po.side = p.side{_same_night(by_night, "po", "p")}
+LEFT JOIN outcomes AS co ON co.side = ''{_same_night(by_night, "co", "p")}
+LEFT JOIN differing AS d ON d.side = p.side{_same_night(by_night, "d", "p")}
+WHERE p.side <> ''
+ORDER BY {by_p}p.side
+"""
+
+
+#: A skill's history: one row per skill and night, whether its answers changed since its previous night.
+SKILL_HISTORY = f"""
+WITH cells AS (
+    -- Per skill, night, verdict and reply heard; the rest is summed from these rows.
+    SELECT
+        skill_id, night, night_round,
+        coalesce(reply_outcome, status) AS verdict,
+        CASE WHEN {REPLIED} THEN transcript END AS reply,
+        count(*) AS steps,
+        count(CASE WHEN {REPLIED} THEN 1 END) AS replies,
+        total(CASE WHEN {REPLIED} THEN response_latency_seconds END) AS latency_sum,
+        count(CASE WHEN {REPLIED} THEN response_latency_seconds END) AS latency_n,
+        total(CASE WHEN {REPLIED} THEN response_seconds END) AS length_sum,
+        count(CASE WHEN {REPLIED} THEN response_seconds END) AS length_n
+    FROM interaction_details
+    WHERE skill_id IS NOT NULL AND status <> 'skipped'
+      AND (:skill = '' OR skill_id IN (SELECT id FROM skills WHERE id = :skill OR lower(name) = lower(:skill)))
+      AND {PICKED_RUNS}
+    GROUP BY skill_id, night, night_round, verdict, reply
+),
+nights AS (
+    SELECT skill_id, night, night_round, sum(steps) AS steps, sum(replies) AS replies,
+           sum(latency_sum) / nullif(sum(latency_n), 0) AS latency,
+           sum(length_sum) / nullif(sum(length_n), 0) AS length
+    FROM cells
+    GROUP BY skill_id, night, night_round
+),
+verdicts AS (
+    SELECT skill_id, night, night_round, verdict, sum(steps) AS steps,
+           row_number() OVER (PARTITION BY skill_id, night, night_round ORDER BY sum(steps) DESC, verdict) AS rank
+    FROM cells
+    GROUP BY skill_id, night, night_round, verdict
+),
+outcomes AS (
+    SELECT skill_id, night, night_round, max(CASE WHEN rank = 1 THEN verdict END) AS outcome,
+           group_concat(verdict || ' ' || steps, ', ') AS outcomes
+    FROM (SELECT * FROM verdicts ORDER BY rank)
+    GROUP BY skill_id, night, night_round
+),
+replies AS (
+    SELECT skill_id, night, night_round, max(CASE WHEN rank = 1 THEN reply END) AS reply,
+           count(*) AS distinct_replies
+    FROM (
+        SELECT skill_id, night, night_round, reply,
+               row_number() OVER (PARTITION BY skill_id, night, night_round ORDER BY sum(steps) DESC, reply) AS rank
+        FROM cells
+        WHERE reply IS NOT NULL
+        GROUP BY skill_id, night, night_round, reply
+    )
+    GROUP BY skill_id, night, night_round
+),
+history AS (
+    -- LEFT JOINs keep `nights` the outer loop, the others looked up by an automatic index.
+    SELECT n.*, o.outcome, o.outcomes, r.reply, coalesce(r.distinct_replies, 0) AS distinct_replies
+    FROM nights AS n
+    LEFT JOIN outcomes AS o ON o.skill_id = n.skill_id AND o.night = n.night AND o.night_round = n.night_round
+    LEFT JOIN replies AS r ON r.skill_id = n.skill_id AND r.night = n.night AND r.night_round = n.night_round
+)
+SELECT
+    h.skill_id,
+    s.name AS skill_name,
+    h.night,
+    h.night_round,
+    h.steps,
+    h.replies,
+    h.outcome,
+    h.outcomes,
+    h.distinct_replies,
+    h.reply AS usual_reply,
+    round(h.latency, 2) AS latency_mean_s,
+    round(h.length, 2) AS length_mean_s,
+    CASE WHEN lag(h.night) OVER skill IS NULL THEN NULL
+         WHEN lag(h.outcome) OVER skill IS NOT h.outcome OR lag(h.reply) OVER skill IS NOT h.reply THEN 1
+         ELSE 0
+    END AS changed
+FROM history AS h
+LEFT JOIN skills AS s ON s.id = h.skill_id
+WINDOW skill AS (PARTITION BY h.skill_id ORDER BY h.night, h.night_round)
+ORDER BY h.skill_id, h.night, h.night_round
+"""
+
 
 # Steps that did not get a complete reply, then runs that did not complete (kind 'run').
 NIGHT_FAILURES = f"""
 WITH {CHOSEN_NIGHTS}
 SELECT * FROM (
-    SELECT night, persona, echo, run_id, interaction_id, step_index, attempt, kind, skill_id,
+    SELECT night, night_round, persona, echo, run_id, interaction_id, step_index, attempt, kind, skill_id,
            status, error, reply_outcome, started_at, prompt_text, response_audio_path
     FROM interaction_details
     WHERE status NOT IN ('ok', 'max_length') AND {CHOSEN_RUNS}
     UNION ALL
-    SELECT night, persona, echo, run_id, NULL, NULL, NULL, 'run', NULL,
+    SELECT night, night_round, persona, echo, run_id, NULL, NULL, NULL, 'run', NULL,
            status, error, NULL, started_at, NULL, NULL
     FROM run_details
     WHERE night IN (SELECT night FROM chosen)
       AND status <> 'completed'
       AND (:persona = '' OR persona = :persona)
 )
-ORDER BY night, echo, started_at
+ORDER BY night, night_round, echo, started_at
 """
 
 # The words of :grep, split on spaces by a recursive CTE so the whole search stays one statement.
@@ -207,6 +422,8 @@ class Report:
     description: str
     sql: str
     params: tuple[str, ...]
+    #: The same report with a row per night (``--by night``), for those that sum over nights.
+    sql_by_night: str | None = None
 
 
 REPORTS: dict[str, Report] = {
@@ -222,12 +439,26 @@ REPORTS: dict[str, Report] = {
             "installs", "install_outcomes", "Install outcomes",
             "Per persona and skill: how often it was enabled or disabled, what the Echo's replies meant, "
             "and the latest outcome.",
-            INSTALL_OUTCOMES, ("night", "since", "persona"),
+            install_outcomes(), ("night", "since", "persona"), install_outcomes(by_night=True),
         ),
         Report(
             "replies", "reply_stats", "Replies per skill",
-            "Per skill: steps, replies, no answer, and the replies' latency, length in seconds and words.",
-            REPLY_STATS, ("night", "since", "persona"),
+            "Per skill: steps, replies, no answer, and the replies' latency, length in seconds and words. "
+            f"Steps without a skill (the control's questions) are the last row, {NO_SKILL}.",
+            reply_stats(), ("night", "since", "persona"), reply_stats(by_night=True),
+        ),
+        Report(
+            "compare", "persona_vs_control", "Personas beside the control",
+            "Per interest persona, beside the control persona over the same nights: steps, replies, reply "
+            "rate, latency, length and words of the replies, the verdicts of the replies, and the subjects "
+            "(a skill, or the words of a step without one) both asked whose usual verdict differs.",
+            persona_vs_control(), ("night", "since", "persona"), persona_vs_control(by_night=True),
+        ),
+        Report(
+            "skill-history", "skill_history", "A skill night after night",
+            "Per skill and night: steps, replies, the usual verdict and reply, how many different replies, "
+            "and whether the verdict or the usual reply changed since the skill's previous night.",
+            SKILL_HISTORY, ("night", "since", "persona", "skill"),
         ),
         Report(
             "failures", "night_failures", "Failures of a night",
@@ -256,6 +487,8 @@ class Filters:
     since: str | None = None
     persona: str | None = None
     grep: str | None = None
+    skill: str | None = None
+    by: str | None = None  # 'night': a row per night, for the reports that have it
 
 
 def check_date(text: str) -> str:
@@ -273,6 +506,7 @@ def parameters(report: Report, filters: Filters) -> dict[str, str]:
         "since": filters.since,
         "persona": filters.persona,
         "grep": filters.grep,
+        "skill": filters.skill,
     }
     return {name: values[name] or "" for name in report.params}
 
@@ -288,7 +522,25 @@ def run_report(db_path: Path | str, name: str, filters: Filters | None = None) -
         raise ReportError(f"--grep applies to the search report only, not to {name!r}")
     if "grep" in report.params and not (filters.grep or "").strip():
         raise ReportError("the search report needs words to look for (--grep WORDS)")
-    return run_query(db_path, report.sql, parameters(report, filters))
+    if filters.skill is not None and "skill" not in report.params:
+        raise ReportError(f"--skill applies to the skill-history report only, not to {name!r}")
+    return run_query(db_path, _sql(report, filters.by), parameters(report, filters))
+
+
+#: What ``--by`` can ask for.
+GROUPINGS = ("night",)
+
+
+def _sql(report: Report, by: str | None) -> str:
+    if by is None:
+        return report.sql
+    if by not in GROUPINGS:
+        raise ReportError(f"--by {by!r}: expected one of {', '.join(GROUPINGS)}")
+    if report.sql_by_night is None:
+        with_by = ", ".join(name for name, r in REPORTS.items() if r.sql_by_night is not None)
+        raise ReportError(f"--by night applies to {with_by}; {report.name!r} has a row per night already or "
+                          "is about single steps")
+    return report.sql_by_night
 
 
 def latest_night(db_path: Path | str) -> str | None:

@@ -18,7 +18,7 @@ import click
 
 from orchestrator.analysis.export import EXPORT_FORMATS, ExportRequestError
 from orchestrator.analysis.query import DEFAULT_TIMEOUT_S, FORMATS, QueryError
-from orchestrator.analysis.reports import REPORTS, Filters, ReportError, check_date
+from orchestrator.analysis.reports import GROUPINGS, REPORTS, Filters, ReportError, check_date
 from orchestrator.cli.options import CONTEXT_SETTINGS, InputError, db_option
 from orchestrator.core.durable import OutputError, OutputRefused
 from orchestrator.core.safe_text import for_output, for_terminal
@@ -103,29 +103,46 @@ def query(sql: str, db: Path, params: tuple[tuple[str, str], ...], fmt: str, tim
 @click.option("--night", callback=_night_date, metavar="DATE",
               help="One night, YYYY-MM-DD [default for night and failures: the latest night].")
 @click.option("--since", callback=_night_date, metavar="DATE", help="Every night from this one on.")
-@click.option("--persona", metavar="NAME", help="One persona, by name.")
+@click.option("--persona", metavar="NAME", help="One persona, by name (compare: one persona beside the control).")
+@click.option("--by", type=click.Choice(GROUPINGS), default=None,
+              help="For installs, replies and compare: a row per night (and round) instead of one over all nights.")
+@click.option("--skill", metavar="ID_OR_NAME", help="For skill-history: one skill, by id or name (any case).")
 @click.option("--grep", metavar="WORDS", help="For search: words that must all appear in the transcript.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
               help="Output format.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="For night: write the night's page to this file: what failed and why, installs by skill, "
                    "the rig self-test, the previous night, charts, every step's audio (linked relative to it).")
-def report(name: str, db: Path, night: str | None, since: str | None, persona: str | None, grep: str | None,
-           fmt: str, html_path: Path | None) -> None:
+def report(name: str, db: Path, night: str | None, since: str | None, persona: str | None, by: str | None,
+           skill: str | None, grep: str | None, fmt: str, html_path: Path | None) -> None:
     """Run a standing report over the log (read-only).
 
     \b
-    night      per night, persona and Echo: runs, steps, ok, no answer, errors, audio minutes
-    installs   per persona and skill: install attempts and what the replies meant
-    replies    per skill: steps, replies, and the replies' latency, length and words
-    failures   steps of a night without a complete reply, with their errors; runs that did not complete
-    search     steps whose transcript contains every word of --grep
+    night          per night, persona and Echo: runs, steps, ok, no answer, errors, audio minutes
+    installs       per persona and skill: install attempts and what the replies meant
+    replies        per skill: steps, replies, and the replies' latency, length and words;
+                   steps without a skill (the control's questions) are the last row
+    compare        each interest persona beside the control over the same nights: steps, replies,
+                   reply rate, latency, length, words, verdicts, and what both asked but got
+                   different answers to
+    skill-history  per skill and night: the usual verdict and reply, how many different replies,
+                   and whether they changed since the skill's previous night
+    failures       steps of a night without a complete reply, with their errors; runs that did not complete
+    search         steps whose transcript contains every word of --grep
 
-    A night is the UTC date of the evening its runs began (see docs/log.md, Views).
+    A night is the UTC date of the evening its runs began; two nights run on one date (two demo
+    nights) are told apart by their round, night_round (see docs/log.md, Views). Without --night or
+    --since, installs, replies, compare and skill-history cover every night; --by night gives a row
+    per night instead.
 
     \b
     orchestrator report night
     orchestrator report night --html night.html
+    orchestrator report installs --by night --since 2026-03-01
+    orchestrator report replies --persona vanilla
+    orchestrator report compare --night 2026-03-05
+    orchestrator report compare --persona pets-animals --by night --format csv > pets-vs-control.csv
+    orchestrator report skill-history --skill "Cat Facts"
     orchestrator report failures --night 2026-03-05 --format csv > failures.csv
     orchestrator report search --grep "link account" --persona dating
     """
@@ -136,7 +153,8 @@ def report(name: str, db: Path, night: str | None, since: str | None, persona: s
         _night_page(name, db, night, since, persona, html_path)
         return
     with _reported_errors():
-        columns, rows = run_report(db, name, Filters(night=night, since=since, persona=persona, grep=grep))
+        columns, rows = run_report(db, name, Filters(night=night, since=since, persona=persona, grep=grep,
+                                                     skill=skill, by=by))
         with rows:
             write_rows(sys.stdout, *for_output(columns, rows, fmt), fmt)  # type: ignore[arg-type]
 
