@@ -63,6 +63,8 @@ INDEXES = {
         ("persona_id", "started_at"),
         ("status",),
         ("skill_id",),
+        ("run_id", "skill_id", "prompt_text", "status", "reply_outcome", "transcript", "response_latency_seconds",
+         "response_seconds"),
     },
     "skill_installs": {("persona_id", "skill_id"), ("run_id",)},
 }

@@ -135,6 +135,10 @@ ORDER BY {by}persona, skill_id, action
 
 #: A step that got a reply: it ended by itself or ran to the maximum length.
 REPLIED = "status IN ('ok', 'max_length')"
+#: Words in a transcript, as the views' ``transcript_words`` counts them (recognizers put one space
+#: between words); for reports that read the interactions table itself.
+TRANSCRIPT_WORDS = ("CASE WHEN coalesce(trim(transcript), '') = '' THEN 0 "
+                    "ELSE length(trim(transcript)) - length(replace(trim(transcript), ' ', '')) + 1 END")
 #: What a step without a skill is listed as: Alexa answered it herself (the control's steps are such).
 NO_SKILL = "(no skill: Alexa)"
 
@@ -168,13 +172,6 @@ ORDER BY {by}skill_id IS NULL, skill_id
 """
 
 
-# Every run of the nights asked for, whoever's: a comparison needs the control's runs whatever --persona says.
-PICKED_NIGHTS = """run_id IN (
-    SELECT run_id FROM run_details
-    WHERE (:night = '' OR night = :night) AND (:since = '' OR night >= :since)
-)"""
-
-
 def _same_night(by_night: bool, left: str, right: str) -> str:
     return f" AND {left}.night = {right}.night AND {left}.night_round = {right}.night_round" if by_night else ""
 
@@ -189,27 +186,47 @@ def persona_vs_control(by_night: bool = False) -> str:
     """
     by, by_p = _by(by_night), _by(by_night, "p.")
     return f"""
-WITH cells AS (
-    -- Per side (an interest persona, or '' for the controls together), subject and verdict;
-    -- everything below is summed from these few rows, so the steps are read once.
-    SELECT
-        {by}CASE WHEN is_control THEN '' ELSE persona END AS side,
-        max(persona) AS name,
-        max(persona_interest) AS interest,
-        coalesce(skill_name, skill_id, prompt_text) AS subject,
-        coalesce(reply_outcome, status) AS verdict,
-        count(*) AS steps,
-        count(CASE WHEN {REPLIED} THEN 1 END) AS replies,
-        total(CASE WHEN {REPLIED} THEN response_latency_seconds END) AS latency_sum,
-        count(CASE WHEN {REPLIED} THEN response_latency_seconds END) AS latency_n,
-        total(CASE WHEN {REPLIED} THEN response_seconds END) AS length_sum,
-        count(CASE WHEN {REPLIED} THEN response_seconds END) AS length_n,
-        total(CASE WHEN {REPLIED} THEN transcript_words END) AS words_sum
-    FROM interaction_details
-    WHERE status <> 'skipped'
+WITH picked AS (
+    SELECT run_id, night, night_round, persona, persona_interest, is_control
+    FROM run_details
+    WHERE (:night = '' OR night = :night) AND (:since = '' OR night >= :since)
       AND (:persona = '' OR persona = :persona OR is_control)
-      AND {PICKED_NIGHTS}
-    GROUP BY {by}side, subject, verdict
+),
+run_cells AS (
+    -- Each run's steps summed by what they were and what was heard, read from the index
+    -- ix_interactions_replies alone, in its order (so without sorting a million steps); the
+    -- joins to persona, night and skill are made on these sums, not on every step.
+    SELECT run_id, skill_id, prompt_text, status, reply_outcome,
+           count(*) AS steps,
+           count(CASE WHEN {REPLIED} THEN 1 END) AS replies,
+           total(CASE WHEN {REPLIED} THEN response_latency_seconds END) AS latency_sum,
+           count(CASE WHEN {REPLIED} THEN response_latency_seconds END) AS latency_n,
+           total(CASE WHEN {REPLIED} THEN response_seconds END) AS length_sum,
+           count(CASE WHEN {REPLIED} THEN response_seconds END) AS length_n,
+           total(CASE WHEN {REPLIED} THEN {TRANSCRIPT_WORDS} END) AS words_sum
+    FROM interactions
+    WHERE status <> 'skipped' AND run_id IN (SELECT run_id FROM picked)
+    GROUP BY run_id, skill_id, prompt_text, status, reply_outcome
+),
+cells AS (
+    -- Per side (an interest persona, or '' for the controls together), subject and verdict.
+    SELECT
+        {_by(by_night, "r.")}CASE WHEN r.is_control THEN '' ELSE r.persona END AS side,
+        max(r.persona) AS name,
+        max(r.persona_interest) AS interest,
+        coalesce(s.name, c.skill_id, c.prompt_text) AS subject,
+        coalesce(c.reply_outcome, c.status) AS verdict,
+        sum(c.steps) AS steps,
+        sum(c.replies) AS replies,
+        sum(c.latency_sum) AS latency_sum,
+        sum(c.latency_n) AS latency_n,
+        sum(c.length_sum) AS length_sum,
+        sum(c.length_n) AS length_n,
+        sum(c.words_sum) AS words_sum
+    FROM run_cells AS c
+    JOIN picked AS r ON r.run_id = c.run_id
+    LEFT JOIN skills AS s ON s.id = c.skill_id
+    GROUP BY {_by(by_night, "r.")}side, subject, verdict
 ),
 sides AS (
     SELECT {by}side, max(name) AS name, max(interest) AS interest, sum(steps) AS steps, sum(replies) AS replies,
@@ -273,23 +290,38 @@ ORDER BY {by_p}p.side
 
 #: A skill's history: one row per skill and night, whether its answers changed since its previous night.
 SKILL_HISTORY = f"""
-WITH cells AS (
-    -- Per skill, night, verdict and reply heard; the rest is summed from these rows.
-    SELECT
-        skill_id, night, night_round,
-        coalesce(reply_outcome, status) AS verdict,
-        CASE WHEN {REPLIED} THEN transcript END AS reply,
-        count(*) AS steps,
-        count(CASE WHEN {REPLIED} THEN 1 END) AS replies,
-        total(CASE WHEN {REPLIED} THEN response_latency_seconds END) AS latency_sum,
-        count(CASE WHEN {REPLIED} THEN response_latency_seconds END) AS latency_n,
-        total(CASE WHEN {REPLIED} THEN response_seconds END) AS length_sum,
-        count(CASE WHEN {REPLIED} THEN response_seconds END) AS length_n
-    FROM interaction_details
+WITH picked AS (
+    SELECT run_id, night, night_round
+    FROM run_details
+    WHERE (:night = '' OR night = :night) AND (:since = '' OR night >= :since)
+      AND (:persona = '' OR persona = :persona)
+),
+run_cells AS (
+    -- Each run's steps by skill, verdict and reply, from the index alone (see persona_vs_control).
+    SELECT run_id, skill_id,
+           coalesce(reply_outcome, status) AS verdict,
+           CASE WHEN {REPLIED} THEN transcript END AS reply,
+           count(*) AS steps,
+           count(CASE WHEN {REPLIED} THEN 1 END) AS replies,
+           total(CASE WHEN {REPLIED} THEN response_latency_seconds END) AS latency_sum,
+           count(CASE WHEN {REPLIED} THEN response_latency_seconds END) AS latency_n,
+           total(CASE WHEN {REPLIED} THEN response_seconds END) AS length_sum,
+           count(CASE WHEN {REPLIED} THEN response_seconds END) AS length_n
+    FROM interactions
     WHERE skill_id IS NOT NULL AND status <> 'skipped'
       AND (:skill = '' OR skill_id IN (SELECT id FROM skills WHERE id = :skill OR lower(name) = lower(:skill)))
-      AND {PICKED_RUNS}
-    GROUP BY skill_id, night, night_round, verdict, reply
+      AND run_id IN (SELECT run_id FROM picked)
+    GROUP BY run_id, skill_id, prompt_text, status, reply_outcome, transcript
+),
+cells AS (
+    -- Per skill, night, verdict and reply heard; the rest is summed from these rows.
+    SELECT c.skill_id, r.night, r.night_round, c.verdict, c.reply,
+           sum(c.steps) AS steps, sum(c.replies) AS replies,
+           sum(c.latency_sum) AS latency_sum, sum(c.latency_n) AS latency_n,
+           sum(c.length_sum) AS length_sum, sum(c.length_n) AS length_n
+    FROM run_cells AS c
+    JOIN picked AS r ON r.run_id = c.run_id
+    GROUP BY c.skill_id, r.night, r.night_round, c.verdict, c.reply
 ),
 nights AS (
     SELECT skill_id, night, night_round, sum(steps) AS steps, sum(replies) AS replies,

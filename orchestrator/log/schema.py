@@ -186,6 +186,9 @@ class Interaction(Base):
         Index("ix_interactions_status", "status"),
         Index("ix_interactions_skill_id", "skill_id"),
         Index("ix_interactions_reply_outcome", "reply_outcome"),
+        # What the reports across nights read of every step, in the order they sum it (migration 0007).
+        Index("ix_interactions_replies", "run_id", "skill_id", "prompt_text", "status", "reply_outcome", "transcript",
+              "response_latency_seconds", "response_seconds"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
