@@ -175,7 +175,7 @@ def test_views_keep_their_types_in_parquet_for_pyarrow_and_duckdb(db: Path, tmp_
         (NIGHT_1, 1, 6), (NIGHT_1, 2, 2), (NIGHT_2, 1, 2)]
 
 
-@pytest.mark.parametrize("name", ["compare", "skill-history"])
+@pytest.mark.parametrize("name", ["compare", "skill-history", "replies"])
 def test_reports_across_nights_read_the_replies_index_in_its_order(db: Path, name: str) -> None:
     """What keeps them fast on a million steps: the steps are read from one index, and not sorted."""
     report = REPORTS[name]
@@ -185,4 +185,5 @@ def test_reports_across_nights_read_the_replies_index_in_its_order(db: Path, nam
     (parent,) = [parent for _, parent, detail in plan if "interactions" in detail]
     steps = [detail for _, under, detail in plan if under == parent]
     assert any("USING COVERING INDEX ix_interactions_replies" in detail for detail in steps), steps
-    assert not any("TEMP B-TREE FOR GROUP BY" in detail for detail in steps), steps
+    if name != "replies":  # replies sums a subquery of the index, which counts each reply's words once
+        assert not any("TEMP B-TREE FOR GROUP BY" in detail for detail in steps), steps

@@ -135,10 +135,10 @@ ORDER BY {by}persona, skill_id, action
 
 #: A step that got a reply: it ended by itself or ran to the maximum length.
 REPLIED = "status IN ('ok', 'max_length')"
-#: Words in a transcript, as the views' ``transcript_words`` counts them (recognizers put one space
-#: between words); for reports that read the interactions table itself.
-TRANSCRIPT_WORDS = ("CASE WHEN coalesce(trim(transcript), '') = '' THEN 0 "
-                    "ELSE length(trim(transcript)) - length(replace(trim(transcript), ' ', '')) + 1 END")
+#: Words in a transcript: its spaces and one, as recognizers put one space between words (the views'
+#: ``transcript_words``, which trims first, counts the same); 0 for none. For the reports that read
+#: the interactions table itself: a million trims cost seconds.
+TRANSCRIPT_WORDS = "coalesce(length(transcript) - length(replace(transcript, ' ', '')) + (transcript <> ''), 0)"
 #: What a step without a skill is listed as: Alexa answered it herself (the control's steps are such).
 NO_SKILL = "(no skill: Alexa)"
 
@@ -149,26 +149,55 @@ def reply_stats(by_night: bool = False) -> str:
     Steps without a skill (the control persona's questions, an interest persona's "ask") are one
     row of their own, with ``skill_id`` NULL, listed last.
     """
-    by = _by(by_night)
+    by = _by(by_night, "r.")
     return f"""
+WITH picked AS (
+    SELECT run_id, night, night_round
+    FROM run_details
+    WHERE (:night = '' OR night = :night) AND (:since = '' OR night >= :since)
+      AND (:persona = '' OR persona = :persona)
+),
+run_cells AS (
+    -- Each run's steps per skill, from the index ix_interactions_replies alone and in its order
+    -- (see persona_vs_control); the words of each reply are counted once, in the subquery.
+    SELECT run_id, skill_id,
+           count(*) AS steps,
+           count(CASE WHEN {REPLIED} THEN 1 END) AS replies,
+           count(CASE WHEN status = 'no_response' THEN 1 END) AS no_answer,
+           count(CASE WHEN status = 'max_length' THEN 1 END) AS max_length,
+           total(latency) AS latency_sum, count(latency) AS latency_n, max(latency) AS latency_max,
+           total(length) AS length_sum, count(length) AS length_n, max(length) AS length_max,
+           total(words) AS words_sum, count(words) AS words_n, max(words) AS words_max
+    FROM (
+        SELECT run_id, skill_id, status,
+               CASE WHEN {REPLIED} THEN response_latency_seconds END AS latency,
+               CASE WHEN {REPLIED} THEN response_seconds END AS length,
+               CASE WHEN {REPLIED} THEN {TRANSCRIPT_WORDS} END AS words
+        FROM interactions
+        WHERE run_id IN (SELECT run_id FROM picked)
+        LIMIT -1  -- kept a subquery: flattened, the words would be counted twice
+    )
+    GROUP BY run_id, skill_id
+)
 SELECT
-    {by}skill_id,
-    CASE WHEN skill_id IS NULL THEN '{NO_SKILL}' ELSE skill_name END AS skill_name,
-    skill_category,
-    count(*) AS steps,
-    count(CASE WHEN {REPLIED} THEN 1 END) AS replies,
-    count(CASE WHEN status = 'no_response' THEN 1 END) AS no_answer,
-    count(CASE WHEN status = 'max_length' THEN 1 END) AS max_length,
-    round(avg(CASE WHEN {REPLIED} THEN response_latency_seconds END), 2) AS latency_mean_s,
-    round(max(CASE WHEN {REPLIED} THEN response_latency_seconds END), 2) AS latency_max_s,
-    round(avg(CASE WHEN {REPLIED} THEN response_seconds END), 2) AS length_mean_s,
-    round(max(CASE WHEN {REPLIED} THEN response_seconds END), 2) AS length_max_s,
-    round(avg(CASE WHEN {REPLIED} THEN transcript_words END), 1) AS words_mean,
-    max(CASE WHEN {REPLIED} THEN transcript_words END) AS words_max
-FROM interaction_details
-WHERE {PICKED_RUNS}
-GROUP BY {by}skill_id
-ORDER BY {by}skill_id IS NULL, skill_id
+    {by}c.skill_id,
+    CASE WHEN c.skill_id IS NULL THEN '{NO_SKILL}' ELSE s.name END AS skill_name,
+    s.category AS skill_category,
+    sum(c.steps) AS steps,
+    sum(c.replies) AS replies,
+    sum(c.no_answer) AS no_answer,
+    sum(c.max_length) AS max_length,
+    round(sum(c.latency_sum) / nullif(sum(c.latency_n), 0), 2) AS latency_mean_s,
+    round(max(c.latency_max), 2) AS latency_max_s,
+    round(sum(c.length_sum) / nullif(sum(c.length_n), 0), 2) AS length_mean_s,
+    round(max(c.length_max), 2) AS length_max_s,
+    round(sum(c.words_sum) / nullif(sum(c.words_n), 0), 1) AS words_mean,
+    max(c.words_max) AS words_max
+FROM run_cells AS c
+JOIN picked AS r ON r.run_id = c.run_id
+LEFT JOIN skills AS s ON s.id = c.skill_id
+GROUP BY {by}c.skill_id
+ORDER BY {by}c.skill_id IS NULL, c.skill_id
 """
 
 
@@ -288,10 +317,12 @@ ORDER BY {by_p}p.side
 """
 
 
-#: A skill's history: one row per skill and night, whether its answers changed since its previous night.
+#: A skill's history: one row per skill, persona and night (each persona is an account of its own,
+#: which a skill may answer differently), and whether its answers changed since that persona's
+#: previous night with it.
 SKILL_HISTORY = f"""
 WITH picked AS (
-    SELECT run_id, night, night_round
+    SELECT run_id, night, night_round, persona
     FROM run_details
     WHERE (:night = '' OR night = :night) AND (:since = '' OR night >= :since)
       AND (:persona = '' OR persona = :persona)
@@ -313,57 +344,49 @@ run_cells AS (
       AND run_id IN (SELECT run_id FROM picked)
     GROUP BY run_id, skill_id, prompt_text, status, reply_outcome, transcript
 ),
-cells AS (
-    -- Per skill, night, verdict and reply heard; the rest is summed from these rows.
-    SELECT c.skill_id, r.night, r.night_round, c.verdict, c.reply,
-           sum(c.steps) AS steps, sum(c.replies) AS replies,
-           sum(c.latency_sum) AS latency_sum, sum(c.latency_n) AS latency_n,
-           sum(c.length_sum) AS length_sum, sum(c.length_n) AS length_n
-    FROM run_cells AS c
-    JOIN picked AS r ON r.run_id = c.run_id
-    GROUP BY c.skill_id, r.night, r.night_round, c.verdict, c.reply
-),
-nights AS (
-    SELECT skill_id, night, night_round, sum(steps) AS steps, sum(replies) AS replies,
+sums AS (
+    SELECT run_id, skill_id, sum(steps) AS steps, sum(replies) AS replies,
            sum(latency_sum) / nullif(sum(latency_n), 0) AS latency,
            sum(length_sum) / nullif(sum(length_n), 0) AS length
-    FROM cells
-    GROUP BY skill_id, night, night_round
+    FROM run_cells
+    GROUP BY run_id, skill_id
 ),
 verdicts AS (
-    SELECT skill_id, night, night_round, verdict, sum(steps) AS steps,
-           row_number() OVER (PARTITION BY skill_id, night, night_round ORDER BY sum(steps) DESC, verdict) AS rank
-    FROM cells
-    GROUP BY skill_id, night, night_round, verdict
+    SELECT run_id, skill_id, verdict, sum(steps) AS steps,
+           row_number() OVER (PARTITION BY run_id, skill_id ORDER BY sum(steps) DESC, verdict) AS rank
+    FROM run_cells
+    GROUP BY run_id, skill_id, verdict
 ),
 outcomes AS (
-    SELECT skill_id, night, night_round, max(CASE WHEN rank = 1 THEN verdict END) AS outcome,
+    SELECT run_id, skill_id, max(CASE WHEN rank = 1 THEN verdict END) AS outcome,
            group_concat(verdict || ' ' || steps, ', ') AS outcomes
-    FROM (SELECT * FROM verdicts ORDER BY rank)
-    GROUP BY skill_id, night, night_round
+    FROM (SELECT * FROM verdicts ORDER BY run_id, skill_id, rank)
+    GROUP BY run_id, skill_id
 ),
 replies AS (
-    SELECT skill_id, night, night_round, max(CASE WHEN rank = 1 THEN reply END) AS reply,
-           count(*) AS distinct_replies
+    SELECT run_id, skill_id, max(CASE WHEN rank = 1 THEN reply END) AS reply, count(*) AS distinct_replies
     FROM (
-        SELECT skill_id, night, night_round, reply,
-               row_number() OVER (PARTITION BY skill_id, night, night_round ORDER BY sum(steps) DESC, reply) AS rank
-        FROM cells
+        SELECT run_id, skill_id, reply,
+               row_number() OVER (PARTITION BY run_id, skill_id ORDER BY sum(steps) DESC, reply) AS rank
+        FROM run_cells
         WHERE reply IS NOT NULL
-        GROUP BY skill_id, night, night_round, reply
+        GROUP BY run_id, skill_id, reply
     )
-    GROUP BY skill_id, night, night_round
+    GROUP BY run_id, skill_id
 ),
 history AS (
-    -- LEFT JOINs keep `nights` the outer loop, the others looked up by an automatic index.
-    SELECT n.*, o.outcome, o.outcomes, r.reply, coalesce(r.distinct_replies, 0) AS distinct_replies
-    FROM nights AS n
-    LEFT JOIN outcomes AS o ON o.skill_id = n.skill_id AND o.night = n.night AND o.night_round = n.night_round
-    LEFT JOIN replies AS r ON r.skill_id = n.skill_id AND r.night = n.night AND r.night_round = n.night_round
+    -- LEFT JOINs keep `sums` the outer loop, the others looked up by an automatic index.
+    SELECT t.skill_id, r.persona, r.night, r.night_round, t.steps, t.replies, t.latency, t.length,
+           o.outcome, o.outcomes, p.reply, coalesce(p.distinct_replies, 0) AS distinct_replies
+    FROM sums AS t
+    JOIN picked AS r ON r.run_id = t.run_id
+    LEFT JOIN outcomes AS o ON o.run_id = t.run_id AND o.skill_id = t.skill_id
+    LEFT JOIN replies AS p ON p.run_id = t.run_id AND p.skill_id = t.skill_id
 )
 SELECT
     h.skill_id,
     s.name AS skill_name,
+    h.persona,
     h.night,
     h.night_round,
     h.steps,
@@ -374,14 +397,14 @@ SELECT
     h.reply AS usual_reply,
     round(h.latency, 2) AS latency_mean_s,
     round(h.length, 2) AS length_mean_s,
-    CASE WHEN lag(h.night) OVER skill IS NULL THEN NULL
-         WHEN lag(h.outcome) OVER skill IS NOT h.outcome OR lag(h.reply) OVER skill IS NOT h.reply THEN 1
+    CASE WHEN lag(h.night) OVER earlier IS NULL THEN NULL
+         WHEN lag(h.outcome) OVER earlier IS NOT h.outcome OR lag(h.reply) OVER earlier IS NOT h.reply THEN 1
          ELSE 0
     END AS changed
 FROM history AS h
 LEFT JOIN skills AS s ON s.id = h.skill_id
-WINDOW skill AS (PARTITION BY h.skill_id ORDER BY h.night, h.night_round)
-ORDER BY h.skill_id, h.night, h.night_round
+WINDOW earlier AS (PARTITION BY h.skill_id, h.persona ORDER BY h.night, h.night_round)
+ORDER BY h.skill_id, h.persona, h.night, h.night_round
 """
 
 
@@ -488,8 +511,9 @@ REPORTS: dict[str, Report] = {
         ),
         Report(
             "skill-history", "skill_history", "A skill night after night",
-            "Per skill and night: steps, replies, the usual verdict and reply, how many different replies, "
-            "and whether the verdict or the usual reply changed since the skill's previous night.",
+            "Per skill, persona and night: steps, replies, the usual verdict and reply, how many different "
+            "replies, and whether the verdict or the usual reply changed since that persona's previous night "
+            "with the skill.",
             SKILL_HISTORY, ("night", "since", "persona", "skill"),
         ),
         Report(
