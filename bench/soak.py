@@ -7,8 +7,9 @@ scheduler service running for weeks would; each night starts fresh persona worke
 the resident memory and open file descriptors of every process of the lab are sampled and
 grouped by the name each process gives itself (`ps -o comm`): this script (the night's own
 threads), `asr-server`, `persona-*`, `sim-*`, the sound server and its helpers. Printed and
-written to bench/results/soak-*/soak.json: per group the first, last and peak resident memory
-and the growth per hour from a least-squares fit of the samples after the warm-up.
+written to bench/results/soak-*/soak.json: per group the first, last and peak resident memory,
+and for the processes that live across nights the growth per hour from a least-squares fit of
+the samples after the warm-up.
 """
 
 from __future__ import annotations
@@ -73,13 +74,19 @@ def slope_per_hour(samples: list[tuple[float, float]]) -> float | None:
 
 
 def summary(samples: list[tuple[float, dict[str, tuple[int, int]]]]) -> dict[str, dict[str, float | None]]:
+    """Per group: first, last and peak memory; growth per hour for the groups that live across nights.
+
+    A night's own processes (persona workers, synthesizers, spawn helpers) start fresh each night:
+    their samples rise and fall with the nights, so only their peak says anything.
+    """
     names = sorted({name for _, groups in samples for name in groups})
     settled = [(t, groups) for t, groups in samples if t >= WARM_UP_SECONDS]
-    report = {}
+    report: dict[str, dict[str, float | None]] = {}
     for name in names:
         rss = [(t, groups[name][0] / 2**20) for t, groups in samples if name in groups]
-        fitted = [(t, groups[name][0] / 2**20) for t, groups in settled if name in groups]
-        files = [(t, float(groups[name][1])) for t, groups in settled if name in groups]
+        lasting = bool(settled) and all(name in groups for _, groups in settled)
+        fitted = [(t, groups[name][0] / 2**20) for t, groups in settled] if lasting else []
+        files = [(t, float(groups[name][1])) for t, groups in settled] if lasting else []
         report[name] = {"first_mb": rss[0][1], "last_mb": rss[-1][1], "peak_mb": max(v for _, v in rss),
                         "mb_per_hour": slope_per_hour(fitted), "files_per_hour": slope_per_hour(files)}
     return report

@@ -76,9 +76,6 @@ _WARMUP_SECONDS = 1.0
 #: How often a client waiting for a restarted server tries to connect again.
 _RECONNECT_POLL = 0.2
 
-#: Idle warm recognizers the server keeps for reconnecting clients (each holds its own graph cache).
-_SPARE_RECOGNIZERS = 2
-
 
 class TranscriptionError(RuntimeError):
     """No transcript: the server died, timed out or failed on this utterance. Retry on a new stream."""
@@ -226,7 +223,14 @@ class _Decoder:
 
 
 class _RecognizerPool:
-    """Warm recognizers handed to connections and taken back when they close."""
+    """Warm recognizers handed to connections and taken back when they close.
+
+    A recognizer is made only when every one is busy, and kept while it is healthy, so the pool
+    holds as many as the most replies ever decoded at once (about one per Echo). A pocketsphinx
+    decoder is about 80 MB, and the C heap keeps most of a freed one: dropping the recognizers
+    over a fixed number and making them again each night let the server creep up night after
+    night in a soak.
+    """
 
     def __init__(self, model: Any, grammar: list[str] | None, warmup_pcm: bytes | None) -> None:
         self.model = model
@@ -251,8 +255,7 @@ class _RecognizerPool:
         if decoder.error:
             return  # state unknown: let it go rather than reuse it
         with self.lock:
-            if len(self.spares) < _SPARE_RECOGNIZERS:
-                self.spares.append(decoder)
+            self.spares.append(decoder)
 
 
 def _serve_connection(conn: Connection, pool: _RecognizerPool) -> None:
