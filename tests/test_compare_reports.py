@@ -187,3 +187,12 @@ def test_reports_across_nights_read_the_replies_index_in_its_order(db: Path, nam
     assert any("USING COVERING INDEX ix_interactions_replies" in detail for detail in steps), steps
     if name != "replies":  # replies sums a subquery of the index, which counts each reply's words once
         assert not any("TEMP B-TREE FOR GROUP BY" in detail for detail in steps), steps
+
+
+def test_a_log_older_than_the_reports_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    engine = log.make_engine(path)
+    log.upgrade(engine, "0005")  # views without night_round
+    engine.dispose()
+    with pytest.raises(ReportError, match=r"no such column: .*the log's schema is 0005, older than this version's"):
+        run_report(path, "compare")

@@ -580,7 +580,34 @@ def run_report(db_path: Path | str, name: str, filters: Filters | None = None) -
         raise ReportError("the search report needs words to look for (--grep WORDS)")
     if filters.skill is not None and "skill" not in report.params:
         raise ReportError(f"--skill applies to the skill-history report only, not to {name!r}")
-    return run_query(db_path, _sql(report, filters.by), parameters(report, filters))
+    sql = _sql(report, filters.by)
+    try:
+        return run_query(db_path, sql, parameters(report, filters))
+    except QueryError as exc:
+        if "no such column" in str(exc) or "no such table" in str(exc):
+            raise ReportError(f"{exc}: {older_log(db_path)}") from None
+        raise
+
+
+def older_log(db_path: Path | str) -> str:
+    """Why a report's columns are missing: the log's schema is older than this version's, or unknown."""
+    # Here, not at the top: alembic stays out of every report's start-up.
+    from alembic.script import ScriptDirectory
+
+    from orchestrator.log.engine import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    try:
+        _, rows = run_query(db_path, "SELECT version_num FROM alembic_version")
+        with rows:
+            version = next(rows, (None,))[0]
+    except QueryError:
+        version = None
+    if version == head:
+        return "the log's schema is current, so the report itself is wrong"
+    return (f"the log's schema is {version or 'unknown'}, older than this version's {head}; the reports read "
+            "it read-only and never change it, but any command that writes to the log (run, demo, serve, "
+            "lab check) brings it up to date")
 
 
 #: What ``--by`` can ask for.
