@@ -346,13 +346,15 @@ def main() -> None:
             "skill-history --skill": ("skill-history", Filters(skill="pets-animals skill 7")),
             "skill-history (every skill)": ("skill-history", Filters()),
         }
+        goals: dict[str, float] = {}
         for label, (name, filters) in across.items():
             cases[f"{label} (one night)"] = (name, replace(filters, night=night))
             cases[f"{label} (all 60 nights)"] = (name, filters)
+            goals.update({f"{label} (one night)": 1.0, f"{label} (all 60 nights)": 3.0})
         reports = {}
         for label, (name, filters) in cases.items():
             reports[label] = timed_report(db_path, name, filters)
-            goal = 1.0 if "(one night)" in label else 3.0 if "(all 60 nights)" in label else None
+            goal = goals.get(label)
             if goal is not None:
                 reports[label]["goal_seconds"] = goal
             verdict = "" if goal is None else "  ok" if reports[label]["seconds"] < goal else f"  OVER {goal:.0f} s"
