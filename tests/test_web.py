@@ -328,3 +328,8 @@ def test_every_audio_column_is_a_player_whose_sound_is_served_from_the_run_folde
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(base + escape, timeout=10)
             assert refused.value.code == 404
+
+
+def test_browse_help_names_every_stored_query():
+    shown = " ".join(CliRunner().invoke(main, ["browse", "--help"]).output.split())
+    assert all(name in shown for name in web.canned_queries()), shown

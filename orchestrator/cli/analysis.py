@@ -236,8 +236,9 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 def browse(db: Path, host: str, port: int, live: bool) -> None:
     """Serve the log read-only in Datasette, with the reports as stored queries.
 
-    Stored queries: night_summary, install_outcomes, reply_stats, night_failures, transcript_search; every
-    column has its description from docs/log.md. Needs Datasette (pip install 'echo-orchestrator[web]').
+    Stored queries (the reports): night_summary, install_outcomes, reply_stats, persona_vs_control,
+    skill_history, night_failures, transcript_search. Every column has its description from docs/log.md.
+    Needs Datasette (pip install 'echo-orchestrator[web]').
 
     \b
     orchestrator browse                      http://127.0.0.1:8001/orchestrator
