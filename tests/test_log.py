@@ -42,7 +42,11 @@ CONTRACT = {
         "recorded_seconds", "end_detect_delay", "transcript", "words_json", "confidence",
         "transcript_ready_delay", "asr_rtf", "input_overflows", "output_underflows",
         "reply_outcome", "reply_outcome_score", "reply_outcome_rule", "expectation_met",
-        "reply_heard_skill",
+        "reply_heard_skill", "transcript_state", "transcript_claim", "transcript_tries", "transcript_error",
+    ],
+    "transcripts": [
+        "id", "interaction_id", "recording", "engine", "model", "version", "created_at", "text", "words_json",
+        "confidence", "audio_seconds", "decode_seconds", "is_current",
     ],
     "skill_installs": [
         "id", "run_id", "persona_id", "skill_id", "interaction_id", "action", "outcome", "created_at",
@@ -235,6 +239,55 @@ def command_downgrade(connection: Any, revision: str) -> None:
     config = log.alembic_config()
     config.attributes["connection"] = connection
     command.downgrade(config, revision)
+def test_an_old_log_keeps_its_transcripts_as_the_first_current_ones(db_path: Path, audio_dir: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    engine = log.make_engine(db_path)
+    log.upgrade(engine, "0007")
+    heard, silent = 1, 2
+    words = [{"word": "cats", "start": 0.1, "end": 0.4, "conf": 0.9}]
+    with engine.begin() as connection:  # rows as 0005 wrote them
+        for sql in (
+            "INSERT INTO personas (id, name, is_control, created_at) VALUES (1, 'pets', 0, '2026-11-01T00:00:00.000Z')",
+            "INSERT INTO devices (id, name, created_at) VALUES (1, 'echo-1', '2026-11-01T00:00:00.000Z')",
+            "INSERT INTO runs (id, persona_id, device_id, status, started_at, asr_engine, asr_model, asr_version) "
+            "VALUES (1, 1, 1, 'completed', '2026-11-01T00:00:00.000Z', 'vosk', 'vosk-model-small-en-us-0.15', "
+            "'vosk 0.3.45')",
+        ):
+            connection.exec_driver_sql(sql)
+        insert = ("INSERT INTO interactions (id, run_id, persona_id, device_id, step_index, attempt, kind, status, started_at, "
+                  "finished_at, transcript, words_json, confidence, response_audio) "
+                  "VALUES (?, 1, 1, 1, ?, 0, 'ask', ?, '2026-11-01T00:59:00.000Z', '2026-11-01T01:00:00.000Z', ?, ?, ?, ?)")
+        connection.exec_driver_sql(insert, (heard, 0, "ok", "cats purr", json.dumps(words), 0.9, "1/000-0-ask.wav"))
+        connection.exec_driver_sql(insert, (silent, 1, "no_response", None, None, None, None))
+    log.upgrade(engine)
+    engine.dispose()
+    assert raw(db_path, "SELECT interaction_id, recording, engine, model, version, created_at, text, words_json, "
+                        "confidence, is_current FROM transcripts") == [
+        (heard, "1/000-0-ask.wav", "vosk", "vosk-model-small-en-us-0.15", "vosk 0.3.45", "2026-11-01T01:00:00.000Z",
+         "cats purr", json.dumps(words), 0.9, 1)]
+    assert raw(db_path, "SELECT interaction_id, transcript, transcript_state, transcript_engine FROM "
+                        "interaction_details ORDER BY interaction_id") == [
+        (heard, "cats purr", "done", "vosk"), (silent, None, None, None)]
+
+
+def test_a_step_shows_one_current_transcript_and_keeps_the_others(engine: Engine, db_path: Path,
+                                                                   audio_dir: Path) -> None:
+    run_id = make_run(engine, audio_dir)
+    row = log.start_interaction(engine, run_id=run_id, step_index=0, kind="ask")
+    log.finish_interaction(engine, row, "ok", transcript="cat fax", confidence=0.5)
+    later = log.Heard("cat facts", [{"word": "cat", "start": 0, "end": 0.2, "conf": 0.8}], 0.8,
+                      "pocketsphinx", "/models/large", "pocketsphinx 5.1.1")
+    newer = log.store_transcript(engine, row, later)
+    assert raw(db_path, "SELECT transcript, confidence, transcript_id, transcript_model FROM interaction_details") == [
+        ("cat facts", 0.8, newer, "/models/large")]
+    assert raw(db_path, "SELECT transcript, engine, is_current FROM transcript_details ORDER BY transcript_id") == [
+        ("cat fax", "vosk", 0), ("cat facts", "pocketsphinx", 1)]
+    first = raw(db_path, "SELECT id FROM transcripts WHERE NOT is_current")[0][0]
+    log.make_current(engine, first)
+    assert raw(db_path, "SELECT transcript FROM interactions") == [("cat fax",)]
+    with pytest.raises(IntegrityError):  # at most one current transcript per step
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE transcripts SET is_current = 1"))
 
 
 def test_every_connection_gets_the_pragmas(engine: Engine) -> None:

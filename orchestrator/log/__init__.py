@@ -8,7 +8,8 @@ step executes and is updated when it ends, so a process killed mid-step still le
 - schema.py: the tables as models, and moments stored as ISO-8601 UTC text;
 - engine.py: the engine (WAL, busy timeout, ``BEGIN IMMEDIATE``), migrations, sessions;
 - write.py: the write helpers, one transaction each;
-- resume.py: what an interrupted run has behind it, and continuing it.
+- resume.py: what an interrupted run has behind it, and continuing it;
+- transcripts.py: transcripts as records, the current one, and the queue of replies to decode.
 
 Callers use the names below as ``log.open_log``, ``log.start_run``, ...
 """
@@ -38,6 +39,7 @@ from orchestrator.log.schema import (
     NAMING_CONVENTION,
     RIG_VERDICTS,
     RUN_STATUSES,
+    TRANSCRIPT_STATES,
     Base,
     Device,
     InstallAction,
@@ -52,11 +54,24 @@ from orchestrator.log.schema import (
     RunStatus,
     Skill,
     SkillInstall,
+    Transcript,
+    TranscriptState,
     UtcTimestamp,
     to_iso,
     to_utc,
     utcnow,
     utcnow_iso,
+)
+from orchestrator.log.transcripts import (
+    Heard,
+    QueuedReply,
+    claim_pending,
+    claimer_name,
+    fail_transcript,
+    make_current,
+    queued,
+    release_dead_claims,
+    store_transcript,
 )
 from orchestrator.log.write import (
     DIST_NAME,
@@ -85,6 +100,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "RIG_VERDICTS",
     "RUN_STATUSES",
+    "TRANSCRIPT_STATES",
     "Base",
     "Device",
     "InstallAction",
@@ -99,6 +115,8 @@ __all__ = [
     "RunStatus",
     "Skill",
     "SkillInstall",
+    "Transcript",
+    "TranscriptState",
     "UtcTimestamp",
     "to_iso",
     "to_utc",
@@ -113,6 +131,16 @@ __all__ = [
     "session_factory",
     "upgrade",
     "write_session",
+    # transcripts
+    "Heard",
+    "QueuedReply",
+    "claim_pending",
+    "claimer_name",
+    "fail_transcript",
+    "make_current",
+    "queued",
+    "release_dead_claims",
+    "store_transcript",
     # write
     "DIST_NAME",
     "InteractionFields",

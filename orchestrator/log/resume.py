@@ -114,7 +114,9 @@ def resumable_run(engine: Engine, persona: str, since: datetime) -> int | None:
 
 
 def adopt_response_audio(engine: Engine, run_id: int, step_index: int, attempt: int, path: PurePath) -> bool:
-    """Point a step's row at its recording if nothing points at it yet; True if it did."""
+    """Point a step's row at its recording if nothing points at it yet, and queue it for a transcript.
+
+    True if it did."""
     with write_session(engine) as session:
         row = session.scalar(select(Interaction).where(
             Interaction.run_id == run_id, Interaction.step_index == step_index, Interaction.attempt == attempt))
@@ -122,4 +124,5 @@ def adopt_response_audio(engine: Engine, run_id: int, step_index: int, attempt: 
             return False
         audio_dir = session.scalar(select(Run.audio_dir).where(Run.id == run_id))
         row.response_audio = stored_audio_path(path, audio_dir)
+        row.transcript_state = row.transcript_state or "pending"
         return True

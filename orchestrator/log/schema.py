@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal, get_args
 
-from sqlalchemy import Boolean, Dialect, Float, ForeignKey, Index, Integer, MetaData, Text, TypeDecorator
+from sqlalchemy import Boolean, Dialect, Float, ForeignKey, Index, Integer, MetaData, Text, TypeDecorator, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 RunStatus = Literal["running", "completed", "failed", "interrupted", "missed"]
@@ -23,11 +23,13 @@ InteractionStatus = Literal[
 ]
 InstallAction = Literal["enable", "disable"]
 RigVerdict = Literal["ok", "silent", "crosstalk", "device_error"]
+TranscriptState = Literal["pending", "working", "done", "failed"]
 
 RUN_STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
 INTERACTION_STATUSES: frozenset[str] = frozenset(get_args(InteractionStatus))
 INSTALL_ACTIONS: frozenset[str] = frozenset(get_args(InstallAction))
 RIG_VERDICTS: frozenset[str] = frozenset(get_args(RigVerdict))
+TRANSCRIPT_STATES: frozenset[str] = frozenset(get_args(TranscriptState))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,6 +191,7 @@ class Interaction(Base):
         # What the reports across nights read of every step, in the order they sum it (migration 0007).
         Index("ix_interactions_replies", "run_id", "skill_id", "prompt_text", "status", "reply_outcome", "transcript",
               "response_latency_seconds", "response_seconds"),
+        Index("ix_interactions_transcript_state", "transcript_state"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -227,6 +230,35 @@ class Interaction(Base):
     reply_outcome_rule: Mapped[str | None]
     expectation_met: Mapped[bool | None]
     reply_heard_skill: Mapped[str | None]  # for 'other_skill': the skill the reply welcomed the user to
+    # Where the transcript is: pending (queued), working (claimed), done, failed; NULL: no recording.
+    transcript_state: Mapped[str | None]
+    transcript_claim: Mapped[str | None]  # "host:pid" of the transcriber working on it
+    transcript_tries: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    transcript_error: Mapped[str | None]
+
+
+class Transcript(Base):
+    """One transcript of a step's recording; `interactions.transcript` copies the current one."""
+
+    __tablename__ = "transcripts"
+    __table_args__ = (
+        Index("ix_transcripts_interaction_id", "interaction_id"),
+        Index("uq_transcripts_current", "interaction_id", unique=True, sqlite_where=text("is_current = 1")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    interaction_id: Mapped[int] = mapped_column(ForeignKey("interactions.id"))
+    recording: Mapped[str | None]  # relative to the run's audio_dir, as interactions.response_audio
+    engine: Mapped[str | None]  # vosk | pocketsphinx
+    model: Mapped[str | None]  # the model folder
+    version: Mapped[str | None]  # the recognizer library, e.g. "pocketsphinx 5.1.1"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    text: Mapped[str]
+    words_json: Mapped[str | None]
+    confidence: Mapped[float | None]
+    audio_seconds: Mapped[float | None]
+    decode_seconds: Mapped[float | None]
+    is_current: Mapped[bool] = mapped_column(default=False)
 
 
 class SkillInstall(Base):

@@ -23,11 +23,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 from orchestrator.log.engine import write_session
+from orchestrator.log.transcripts import Heard, add_transcript
 from orchestrator.log.schema import (
     INSTALL_ACTIONS,
     INTERACTION_STATUSES,
     RIG_VERDICTS,
     RUN_STATUSES,
+    TRANSCRIPT_STATES,
     Device,
     InstallAction,
     Interaction,
@@ -361,6 +363,8 @@ class InteractionFields(TypedDict, total=False):
     reply_outcome_rule: str | None
     reply_heard_skill: str | None
     expectation_met: bool | None
+    #: 'pending' queues the recording for the background transcriber (log/transcripts.py).
+    transcript_state: str | None
 
 
 _INTERACTION_FIELDS = frozenset(InteractionFields.__annotations__)
@@ -369,14 +373,16 @@ _TIMESTAMP_FIELDS = frozenset(
 )
 
 
+_HEARD_FIELDS = ("transcript", "words", "confidence")
+
+
 def _interaction_values(fields: Mapping[str, Any], audio_dir: str | None) -> dict[str, Any]:
     unknown = set(fields) - _INTERACTION_FIELDS
     if unknown:
         raise TypeError(f"not an interaction field: {', '.join(sorted(unknown))}")
-    values = dict(fields)
-    if "words" in values:
-        words = values.pop("words")
-        values["words_json"] = None if words is None else canonical_json(list(words))
+    if fields.get("transcript_state") not in (None, *TRANSCRIPT_STATES):
+        raise ValueError(f"unknown transcript state {fields['transcript_state']!r}")
+    values = {k: v for k, v in fields.items() if k not in _HEARD_FIELDS}
     for key in ("prompt_audio", "response_audio"):
         if key in values:
             values[key] = stored_audio_path(values[key], audio_dir)
@@ -393,11 +399,22 @@ def _update_interaction(
         interaction = session.get(Interaction, interaction_id)
         if interaction is None:
             raise LookupError(f"no interaction with id {interaction_id}")
-        audio_dir = session.scalar(select(Run.audio_dir).where(Run.id == interaction.run_id))
-        for key, value in _interaction_values(fields, audio_dir).items():
+        run = session.get(Run, interaction.run_id)
+        assert run is not None  # a foreign key
+        for key, value in _interaction_values(fields, run.audio_dir).items():
             setattr(interaction, key, value)
         if status is not None:
             interaction.status = status
+        if fields.get("transcript") is not None:
+            add_transcript(session, interaction, _heard(fields, run))
+
+
+def _heard(fields: Mapping[str, Any], run: Run) -> Heard:
+    """A transcript reported with a step, heard by the run's speech engine."""
+    audio, rtf = fields.get("recorded_seconds"), fields.get("asr_rtf")
+    return Heard(fields["transcript"], list(fields.get("words") or []), fields.get("confidence"),
+                 run.asr_engine, run.asr_model, run.asr_version, audio_seconds=audio,
+                 decode_seconds=rtf * audio if rtf is not None and audio is not None else None)
 
 
 def finish_interaction(
@@ -406,7 +423,8 @@ def finish_interaction(
     """Record how a step ended: its status plus any of :class:`InteractionFields`.
 
     ``finished_at`` defaults to now. Audio paths may be absolute (inside the run's audio_dir) or
-    already relative to it.
+    already relative to it. A ``transcript`` is stored as the step's current transcript (a row of
+    ``transcripts``, heard by the run's speech engine), and the step's transcript state is ``done``.
     """
     _check(status, INTERACTION_STATUSES - {"started"}, "final interaction status")
     fields.setdefault("finished_at", utcnow())
