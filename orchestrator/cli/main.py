@@ -48,6 +48,7 @@ class LazyGroup(click.Group):
         "browse": "orchestrator.cli.analysis:browse",
         "audio": "orchestrator.cli.analysis:audio",
         "lab": "orchestrator.cli.lab:lab",
+        "transcribe": "orchestrator.cli.transcribe:transcribe",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -1,9 +1,11 @@
 """A night: several personas at once, each on its own Echo, each in a worker process of its own.
 
 A PortAudio hang, a decoder abort or a synthesis hang in one worker cannot stop the others. The
-parent owns the transcription server (one Vosk model shared by all Echos), collects progress
-events from the workers, and closes the books of a worker that died: its run is marked failed and
-its unfinished step interrupted, so the log never shows a run that is still "running" forever.
+parent owns the transcription server (one speech model shared by all Echos, for the replies the
+plan reacts to) and the background transcriber (deferred.py: every other reply, from its
+recording, during the night and after its last step until none is left), collects progress events
+from the workers, and closes the books of a worker that died: its run is marked failed and its
+unfinished step interrupted, so the log never shows a run that is still "running" forever.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from orchestrator.lab.config import LabConfig
 from orchestrator.lab.hooks import hooks_for
 from orchestrator.lab.rig_check import Verdict, self_test
 from orchestrator.plan.persona import LoadedPersona, compile_plan
+from orchestrator.runner.deferred import BackgroundTranscriber
 from orchestrator.runner.progress import Progress
 from orchestrator.runner.run import (
     STEP_RETRIES,
@@ -112,6 +115,7 @@ class Night:
         self._loading: Future[Any] | None = None
         self._ctx = multiprocessing.get_context("spawn")
         self._stop = self._ctx.Event()
+        self._background: BackgroundTranscriber | None = None
         self.worker_pids: Callable[[], dict[str, int | None]] = dict
 
     def begin_loading(self) -> None:
@@ -143,7 +147,12 @@ class Night:
         version = self._server.report.version if self._server.report else None
         cleared = [replace(r, asr_socket=self.socket_path, asr_authkey=self.authkey, asr_version=version)
                    for r in cleared]
+        if cleared:
+            self._start_background(cleared[0].db_path)
         started = {s.persona: s for s in self._run_workers(cleared)} if cleared else {}
+        if self._background is not None:
+            with self.stop_on_signals():
+                self._background.finish(self._stop.is_set, self.on_phase)
         names = [r.persona.persona.name for r in requests]
         return [started.get(name) or refused[name] for name in names]
 
@@ -166,7 +175,18 @@ class Night:
         cleared = [replace(r, rig_check_id=report.check_id) for r in requests if r.persona.persona.name not in refused]
         return cleared, refused
 
+    def _start_background(self, db: Path) -> None:
+        """The transcriber of the replies left for later; it also finishes what an earlier night left."""
+        if self._background is None or self._background.db != db:
+            self._background = BackgroundTranscriber(self._ctx, db, self.model,
+                                                     self.work_dir / "logs" / "transcriber.log")
+        self._background.night_over.clear()
+        self._background.restarts = -1
+        self._background.ensure_running()
+
     def close(self) -> None:
+        if self._background is not None:
+            self._background.stop()
         if self._loading is not None:
             self._loading.cancel()
             with contextlib.suppress(Exception):
@@ -201,8 +221,17 @@ class Night:
         """The transcription server's process id (for the operator, and for tests that kill it)."""
         return self._server.pid
 
+    @property
+    def transcriber_pid(self) -> int | None:
+        """The background transcriber's process id."""
+        return self._background.pid if self._background is not None else None
+
     def _keep_transcribing(self) -> None:
-        """Bring back a transcription server that died during the night; the workers wait for it."""
+        """Bring back a transcription server or background transcriber that died during the night."""
+        if self._background is not None and not self._background.ensure_running():
+            self.on_phase("the background transcriber died too often; its queue waits for "
+                          "`orchestrator transcribe --pending`")
+            self._background = None
         if self._server.running:
             return
         self.on_phase("the transcription server stopped; restarting it")

@@ -11,7 +11,9 @@ was what the step expected. The answers steer the rest of the night:
   open), and the next `open` of the skill tries again;
 * a dialog turn that did not get its expected reply ends the dialog when `on_mismatch: stop`.
 
-Every verdict comes from the transcript of the recorded reply: what the lab heard.
+Every verdict comes from the transcript of the recorded reply: what the lab heard. Only the
+replies the plan reacts to (`needs_words_now`) are decoded while they are recorded; the others are
+transcribed later, in the background, and judged by `verdict_of` when their transcript arrives.
 """
 
 from __future__ import annotations
@@ -27,6 +29,19 @@ ENABLED = ("enabled", "already_enabled")
 #: Open replies that mean the skill's session did not open. `other` (nothing matched) is not among
 #: them: an unusual welcome must not cost the skill its night.
 SESSION_NOT_OPEN = ("other_skill", "not_found", "unreachable", "not_understood", "alexa_answered")
+
+
+def needs_words_now(step: PlannedStep) -> bool:
+    """Whether the plan reacts to this step's reply, so its transcript is needed before the next step."""
+    return step.kind in CLASSIFIED_KINDS or bool(step.expect)
+
+
+def verdict_of(kind: str, text: str | None, status: str, skill_name: str | None = None,
+               invocation: str | None = None) -> Verdict | None:
+    """What a reply to a step of this kind meant; None for kinds the classifier does not judge."""
+    if kind not in CLASSIFIED_KINDS:
+        return None
+    return classify(text, kind, skill_name=skill_name, invocation=invocation, status=status)
 
 
 @dataclass(frozen=True)
@@ -84,8 +99,6 @@ class PlanReaction:
             self.closed_sessions[skill_id] = outcome
 
     def _classify(self, step: PlannedStep, text: str | None, status: str) -> Verdict | None:
-        if step.kind not in CLASSIFIED_KINDS:
-            return None
         skill = self.catalog[step.skill_id] if step.skill_id is not None and step.skill_id in self.catalog else None
-        return classify(text, step.kind, skill_name=skill.name if skill else None,
-                        invocation=skill.invocation_name if skill else None, status=status)
+        return verdict_of(step.kind, text, status, skill.name if skill else None,
+                          skill.invocation_name if skill else None)

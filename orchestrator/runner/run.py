@@ -6,10 +6,12 @@ Following one utterance:
 2. `prepare_prompts` rendered them with pyttsx3 before the night began (audio/speech.py);
 3. `Rig.exchange` plays the prompt on the speaker beside the Echo while the microphone, already
    recording, keeps every sample captured after the prompt ended; the endpoint detector (audio/vad.py)
-   decides when the reply is over, and the transcriber (asr/server.py) has been decoding it all along;
-4. `PersonaRun._record` writes the reply's WAV atomically, asks what the reply meant
+   decides when the reply is over. A reply the plan reacts to (reaction.needs_words_now) has been
+   decoded all along by the transcription server (asr/server.py); any other is only recorded;
+4. `PersonaRun._record` writes the reply's WAV atomically, asks what a decoded reply meant
    (reaction.py, classify.py), then fills the step's row in the log (log/), which was inserted
-   as 'started' before anything was said.
+   as 'started' before anything was said. A reply not decoded yet is left `pending` for the
+   night's background transcriber (deferred.py), which stores its transcript and verdict later.
 
 Around each step: the room's lock (two Echos of one room never speak at once), a deadline for
 the night's watchdog, one retry of a step that ended in error, and a failure budget.
@@ -42,7 +44,7 @@ from orchestrator.core.durable import DiskFull
 from orchestrator.lab.config import EchoConfig, Endpointing, LabConfig
 from orchestrator.lab.hooks import LabHooks, hooks_for
 from orchestrator.plan.persona import LoadedPersona, PlannedStep, compile_plan
-from orchestrator.runner.reaction import PlanReaction
+from orchestrator.runner.reaction import PlanReaction, needs_words_now
 
 #: A microphone silent this long is gone (a recording always delivers, even silence); long enough
 #: that a loaded machine's stall is not mistaken for an unplugged device.
@@ -166,9 +168,11 @@ class Rig:
         self.speaker.close()
         self.mic.close()
 
-    def exchange(self, prompt: Prompt, endpoint: EndpointConfig, listen_seconds: float | None) -> Exchange:
+    def exchange(self, prompt: Prompt, endpoint: EndpointConfig, listen_seconds: float | None,
+                 decode: bool = True) -> Exchange:
+        """Say the prompt and record the reply; with `decode`, the reply is transcribed while recorded."""
         # Before the prompt: a transcription server being restarted is waited for, not talked over.
-        stream = self.asr.stream()
+        stream = self.asr.stream() if decode else None
         self.hooks.before_prompt(self.echo.name, prompt.text, prompt.clip.duration)
         self.mic.drain()
         overflows_before = self.mic.overflows
@@ -179,12 +183,13 @@ class Rig:
         while bounds is None:
             pcm = self._after(self.mic.read(timeout=MIC_STALL_SECONDS), playback.ended)
             recorded += pcm
-            stream.feed(pcm)
+            if stream is not None:
+                stream.feed(pcm)
             bounds = detector.push(pcm)
             if listen_seconds is not None:
                 bounds = _listen_outcome(detector, MIC_FORMAT.seconds(len(recorded)), listen_seconds)
         detected_at = time.monotonic()
-        transcript, transcript_error = _finish_transcript(stream)
+        transcript, transcript_error = _finish_transcript(stream) if stream is not None else (None, None)
         return Exchange(playback, playback.ended, bounds, bytes(recorded), detected_at, transcript,
                         transcript_error, self.mic.overflows - overflows_before)
 
@@ -392,7 +397,7 @@ class PersonaRun:
         )
         self._emit(step, "running", 0.0, prompt.text)
         try:
-            exchange = rig.exchange(prompt, self._endpoint(step), step.listen_seconds)
+            exchange = rig.exchange(prompt, self._endpoint(step), step.listen_seconds, needs_words_now(step))
         except DeviceError as exc:
             log.finish_interaction(self.engine, row, "error", error=str(exc))
             raise
@@ -410,8 +415,15 @@ class PersonaRun:
         audio = self.recordings / str(run_id) / f"{step.index:03d}-{attempt}-{step.kind}.wav"
         write_wav_atomic(audio, Clip(ex.recorded, MIC_FORMAT))
         status: log.InteractionStatus = ex.bounds.outcome.value
+        fields = _exchange_fields(prompt, ex)
+        # A step's audio, as `report night` counts it: the prompt played and the reply recorded.
+        seconds = prompt.clip.duration + MIC_FORMAT.seconds(len(ex.recorded))
+        if not needs_words_now(step):  # the background transcriber hears and judges it later
+            log.finish_interaction(self.engine, row, status, response_audio=audio, transcript_state="pending",
+                                   **fields)
+            return status, seconds
         judgement = self.reaction.judge(step, ex.transcript.text if ex.transcript else None, status)
-        fields = _exchange_fields(prompt, ex) | judgement.fields()
+        fields |= judgement.fields()
         if ex.transcript_error:
             status = "error"
         log.finish_interaction(self.engine, row, status, response_audio=audio, error=ex.transcript_error,
@@ -421,8 +433,7 @@ class PersonaRun:
             action = cast(log.InstallAction, step.kind)
             log.record_install(self.engine, run_id=run_id, skill_id=step.skill_id, action=action,
                                outcome=outcome, interaction_id=row)
-        # A step's audio, as `report night` counts it: the prompt played and the reply recorded.
-        return status, prompt.clip.duration + MIC_FORMAT.seconds(len(ex.recorded))
+        return status, seconds
 
     def _endpoint(self, step: PlannedStep) -> EndpointConfig:
         return endpoint_for(step, self.request.lab.endpointing)
