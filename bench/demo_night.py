@@ -173,6 +173,7 @@ class LabSampler:
 
 #: Process names (orchestrator/core/processes.py) and programs, by their part in the night.
 ROLES = {"pulseaudio": "PulseAudio", "pacat": "silence streams (pacat)", "asr-server": "transcription",
+         "transcriber": "background transcription",
          "tts-": "speech synthesis", "persona-": "persona workers", "sim-": "simulated Echos"}
 
 
