@@ -448,6 +448,43 @@ def test_lab_echos_sharing_a_device(tmp_path, field, what):
     assert issue.message == f"{what} {shared[1].strip(chr(34))!r} is used twice (also echos[0])"
 
 
+def test_lab_network_identity_is_kept_normalised(tmp_path):
+    text = LAB.replace('microphone: "Blue Yeti"', 'microphone: "Blue Yeti"\n    mac: F0-27-2D-12-34-56\n    ip: 10.0.0.7')
+    lab = load_lab(write(tmp_path, "lab.yaml", text))
+    echo1 = lab.echo("echo1")
+    assert (echo1.mac, echo1.ip) == ("f0:27:2d:12:34:56", "10.0.0.7")
+    assert lab.device_row(echo1)["mac"] == "f0:27:2d:12:34:56"
+    assert lab.device_row(lab.echo("echo2"))["ip"] is None
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("mac", "f0:27:2d:12:34", "'f0:27:2d:12:34' is not a MAC address"),
+    ("ip", "10.0.0.300", "'10.0.0.300' is not an IP address"),
+])
+def test_lab_bad_network_identity_names_file_line_and_field(tmp_path, field, value, message):
+    path = write(tmp_path, "lab.yaml", LAB.replace("microphone: mic2", f"microphone: mic2\n    {field}: {value}"))
+    issue = only_issue(load_lab, path)
+    assert (issue.file, issue.line, issue.field) == (path, line_of(path, f"{field}:"), f"echos[1].{field}")
+    assert issue.message.startswith(message)
+
+
+def test_lab_two_echos_with_one_address(tmp_path):
+    text = LAB.replace('microphone: "Blue Yeti"', 'microphone: "Blue Yeti"\n    ip: 10.0.0.7')
+    path = write(tmp_path, "lab.yaml", text.replace("microphone: mic2", "microphone: mic2\n    ip: 10.0.0.7"))
+    issue = only_issue(load_lab, path)
+    assert (issue.field, issue.line) == ("echos[1].ip", line_of(path, "ip:", 2))
+    assert issue.message == "IP address '10.0.0.7' is used twice (also echos[0])"
+
+
+def test_lab_capture_needs_an_echo_with_a_network_identity(tmp_path):
+    path = write(tmp_path, "lab.yaml", LAB + "capture:\n  interface: eth1\n")
+    issue = only_issue(load_lab, path)
+    assert (issue.field, issue.line) == ("capture", line_of(path, "capture:"))
+    assert "give at least one Echo its `mac` or `ip`" in issue.message
+    lab = load_lab(write(tmp_path, "lab.yaml", LAB.replace("mic2", "mic2\n    ip: 10.0.0.8") + "capture:\n  interface: eth1\n"))
+    assert lab.capture is not None and (lab.capture.snap_length, lab.capture.optional) == (0, False)
+
+
 def test_lab_duplicate_echo_names(tmp_path):
     path = write(tmp_path, "lab.yaml", LAB.replace("name: echo2", "name: echo1"))
     issue = only_issue(load_lab, path)

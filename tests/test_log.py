@@ -26,13 +26,15 @@ HEAD_REVISION = ScriptDirectory.from_config(log.alembic_config()).get_current_he
 #: The analysts' contract: these tables with exactly these columns.
 CONTRACT = {
     "personas": ["id", "name", "interest", "is_control", "file_path", "file_sha256", "created_at"],
-    "devices": ["id", "name", "room", "speaker_device", "microphone_device", "audio_backend", "created_at"],
+    "devices": ["id", "name", "room", "speaker_device", "microphone_device", "audio_backend", "created_at",
+                "mac", "ip"],
     "skills": ["id", "name", "invocation_name", "category"],
     "runs": [
         "id", "persona_id", "device_id", "status", "started_at", "finished_at", "scheduled_for",
         "tool_version", "config_sha256", "config_json", "tts_engine", "tts_voice",
         "tts_rate", "audio_backend", "host", "audio_dir", "error", "rig_check_id",
-        "asr_engine", "asr_model", "asr_version",
+        "asr_engine", "asr_model", "asr_version", "clock_sync", "clock_source", "clock_offset_seconds",
+        "timestamp_accuracy_seconds",
     ],
     "interactions": [
         "id", "run_id", "persona_id", "device_id", "step_index", "attempt", "skill_id", "kind",
@@ -58,6 +60,16 @@ CONTRACT = {
     "rig_check_results": ["id", "rig_check_id", "device_id", "probe_hz", "status", "level_dbfs", "noise_dbfs", "error"],
     "rig_check_levels": [
         "id", "rig_check_id", "speaker_device_id", "microphone_device_id", "same_room", "level_dbfs", "noise_dbfs",
+    ],
+    "captures": [
+        "id", "source", "path", "sha256", "bytes", "interface", "filter", "snap_length", "device_id",
+        "clock_offset_seconds", "started_at", "finished_at", "first_packet_at", "last_packet_at", "packets",
+        "packets_dropped", "host", "error", "analyzed_at",
+    ],
+    "flows": [
+        "id", "capture_id", "device_id", "interaction_id", "link", "protocol", "echo_address", "echo_port",
+        "remote_address", "remote_port", "first_packet_at", "last_packet_at", "packets_out", "bytes_out",
+        "packets_in", "bytes_in", "name", "name_source", "domain", "tracker",
     ],
 }  # fmt: skip
 
@@ -368,6 +380,10 @@ def test_run_records_provenance(engine: Engine, db_path: Path, audio_dir: Path) 
     assert host
     assert stored_dir == str(audio_dir.resolve())
     assert started.endswith("Z")
+    clock_sync, accuracy = raw(db_path, "SELECT clock_sync, timestamp_accuracy_seconds FROM runs WHERE id = ?",
+                               run_id)[0]
+    assert clock_sync in {"synchronized", "unsynchronized", "unknown"}
+    assert 0 < accuracy < 1
 
     log.finish_run(engine, run_id, "completed")
     assert raw(db_path, "SELECT status, finished_at IS NOT NULL FROM runs")[0] == ("completed", 1)

@@ -16,6 +16,16 @@
       max_crosstalk: -50                 # dBFS a microphone of another room must stay below
     speech_model: pocketsphinx-en-us     # what transcribes the replies (`orchestrator models list`);
                                          # --model and ORCHESTRATOR_ASR_MODEL win over it
+    capture:                             # optional: the night's network traffic (docs/traffic.md)
+      interface: eth1                    # where the Echos' packets pass (the access point's side)
+      snap_length: 0                     # bytes kept of each packet; 0 keeps them whole
+      rotate_megabytes: 100              # a new file after this many MB
+      rotate_seconds: null               # and/or after this many seconds
+      optional: false                    # true: a capture that cannot start is a warning, not an error
+
+An Echo may carry its network identity, `mac: "f0:27:2d:12:34:56"` and `ip: 192.168.4.21`: the log
+keeps them with the device, and the night's capture and `orchestrator traffic analyze` find the
+Echo's packets by them.
 
 A virtual lab writes the same file with `virtual_lab:` set to its folder; the runner then calls
 the virtual lab's hooks (lab/hooks.py) instead of a physical lab's empty ones.
@@ -23,10 +33,12 @@ the virtual lab's hooks (lab/hooks.py) instead of a physical lab's empty ones.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator.audio.vad import EndpointConfig
 from orchestrator.core import config_files
@@ -34,6 +46,9 @@ from orchestrator.core.config_files import CleanText
 
 Backend = Literal["sounddevice", "pyaudio"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAC_PATTERN = re.compile(r"[0-9a-f]{2}([:-][0-9a-f]{2}){5}")
+#: Interface names as Linux allows them (IFNAMSIZ - 1 characters, no slash or space).
+INTERFACE_PATTERN = r"^[A-Za-z0-9_.:@-]{1,15}$"
 
 
 class Strict(BaseModel):
@@ -48,6 +63,8 @@ class DeviceRow(TypedDict):
     speaker_device: str
     microphone_device: str
     audio_backend: str
+    mac: str | None
+    ip: str | None
 
 
 class EchoConfig(Strict):
@@ -56,6 +73,34 @@ class EchoConfig(Strict):
     speaker: CleanText = Field(min_length=1)
     microphone: CleanText = Field(min_length=1)
     backend: Backend | None = None
+    #: The Echo's network identity: how its packets are found in a capture.
+    mac: str | None = None
+    ip: str | None = None
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = value.strip().lower()
+        if not MAC_PATTERN.fullmatch(text):
+            raise ValueError(f"{value!r} is not a MAC address; write six pairs of hex digits, "
+                             "as in f0:27:2d:12:34:56")
+        return text.replace("-", ":")
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address (IPv4 as 192.168.4.21, or IPv6)") from None
+
+    @property
+    def has_network_identity(self) -> bool:
+        return self.mac is not None or self.ip is not None
 
     @property
     def room_key(self) -> str:
@@ -84,12 +129,29 @@ class RigCheck(Strict):
     min_snr: float = Field(10.0, ge=3, le=60)
 
 
+class Capture(Strict):
+    """The night's traffic capture: one tcpdump on `interface`, filtered to the lab's Echos."""
+
+    interface: str = Field(pattern=INTERFACE_PATTERN)
+    #: Bytes kept of each packet (tcpdump -s); 0 keeps whole packets.
+    snap_length: int = Field(0, ge=0, le=262144)
+    #: A new file after this many megabytes (tcpdump -C, millions of bytes) ...
+    rotate_megabytes: int | None = Field(100, ge=1, le=100_000)
+    #: ... or this many seconds (tcpdump -G).
+    rotate_seconds: int | None = Field(None, ge=10, le=86_400)
+    #: True: a capture that cannot start is reported and the night goes on without it.
+    optional: bool = False
+    #: Where the files go (default: the captures folder beside the log).
+    folder: Path | None = None
+
+
 class LabConfig(Strict):
     audio_backend: Backend = "sounddevice"
     echos: list[EchoConfig] = Field(min_length=1)
     endpointing: Endpointing = Endpointing()
     rig_check: RigCheck = RigCheck()
     speech_model: str | None = Field(None, min_length=1)
+    capture: Capture | None = None
     virtual_lab: Path | None = None
 
     def echo(self, name: str) -> EchoConfig:
@@ -104,7 +166,8 @@ class LabConfig(Strict):
     def device_row(self, echo: EchoConfig) -> DeviceRow:
         """The Echo as the log's `devices` table records it (`log.upsert_device`)."""
         return {"name": echo.name, "room": echo.room, "speaker_device": echo.speaker,
-                "microphone_device": echo.microphone, "audio_backend": self.backend_of(echo)}
+                "microphone_device": echo.microphone, "audio_backend": self.backend_of(echo),
+                "mac": echo.mac, "ip": echo.ip}
 
 
 #: Where a new lab file comes from.
@@ -119,8 +182,12 @@ def load_lab(path: Path) -> LabConfig:
     document = config_files.read_document(path)
     lab = config_files.validate(document, LabConfig)
     issues = []
-    for field, what in (("name", "Echo name"), ("speaker", "speaker"), ("microphone", "microphone")):
+    for field, what in (("name", "Echo name"), ("speaker", "speaker"), ("microphone", "microphone"),
+                        ("mac", "MAC address"), ("ip", "IP address")):
         issues += _used_twice(document, lab, field, what)
+    if lab.capture is not None and not any(echo.has_network_identity for echo in lab.echos):
+        issues.append(document.issue(("capture",), "a capture is filtered to the Echos' packets: give at least "
+                                                   "one Echo its `mac` or `ip`"))
     if issues:
         raise config_files.ConfigError(issues)
     return lab
@@ -132,6 +199,8 @@ def _used_twice(document: config_files.Document, lab: LabConfig, field: str, wha
     issues = []
     for index, echo in enumerate(lab.echos):
         value = getattr(echo, field)
+        if value is None:
+            continue
         if value in first:
             issues.append(document.issue(("echos", index, field),
                                          f"{what} {value!r} is used twice (also echos[{first[value]}])"))

@@ -24,6 +24,8 @@ InteractionStatus = Literal[
 InstallAction = Literal["enable", "disable"]
 RigVerdict = Literal["ok", "silent", "crosstalk", "device_error"]
 TranscriptState = Literal["pending", "working", "done", "failed"]
+CaptureSource = Literal["night", "import"]
+FlowLink = Literal["interaction", "background"]
 
 RUN_STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
 INTERACTION_STATUSES: frozenset[str] = frozenset(get_args(InteractionStatus))
@@ -133,6 +135,8 @@ class Device(Base):
     microphone_device: Mapped[str | None]
     audio_backend: Mapped[str | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    mac: Mapped[str | None]  # the Echo's network identity, as the lab file gives it
+    ip: Mapped[str | None]
 
 
 class Skill(Base):
@@ -176,6 +180,10 @@ class Run(Base):
     asr_engine: Mapped[str | None]  # vosk | pocketsphinx
     asr_model: Mapped[str | None]  # the model folder
     asr_version: Mapped[str | None]  # the recognizer library, e.g. "pocketsphinx 5.1.1"
+    clock_sync: Mapped[str | None]  # synchronized | unsynchronized | unknown: the host clock at the start
+    clock_source: Mapped[str | None]  # chrony | timedatectl, or NULL when neither answered
+    clock_offset_seconds: Mapped[float | None]  # the host clock's offset from its time source, as reported
+    timestamp_accuracy_seconds: Mapped[float | None]  # how far a logged moment may be from the true one
 
 
 class Interaction(Base):
@@ -326,3 +334,63 @@ class RigCheckLevel(Base):
     same_room: Mapped[bool]
     level_dbfs: Mapped[float]
     noise_dbfs: Mapped[float]
+
+
+class Capture(Base):
+    """One capture file: made by a night's tcpdump, or imported from the lab's access point."""
+
+    __tablename__ = "captures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str]  # night | import
+    path: Mapped[str]
+    sha256: Mapped[str | None]
+    bytes: Mapped[int | None]
+    interface: Mapped[str | None]
+    filter: Mapped[str | None]
+    snap_length: Mapped[int | None]
+    # The one Echo the file holds (an import with --echo); NULL: every Echo with a network identity.
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
+    # Added to the file's packet times to put them on the log's clock.
+    clock_offset_seconds: Mapped[float] = mapped_column(default=0.0)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    first_packet_at: Mapped[datetime | None]
+    last_packet_at: Mapped[datetime | None]
+    packets: Mapped[int | None]
+    packets_dropped: Mapped[int | None]
+    host: Mapped[str | None]
+    error: Mapped[str | None]
+    analyzed_at: Mapped[datetime | None]
+
+
+class Flow(Base):
+    """One conversation of an Echo with a remote address and port, as read from a capture."""
+
+    __tablename__ = "flows"
+    __table_args__ = (
+        Index("ix_flows_capture_id", "capture_id"),
+        Index("ix_flows_interaction_id", "interaction_id"),
+        Index("ix_flows_device_id_first_packet_at", "device_id", "first_packet_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    capture_id: Mapped[int] = mapped_column(ForeignKey("captures.id"))
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    interaction_id: Mapped[int | None] = mapped_column(ForeignKey("interactions.id"))
+    link: Mapped[str]  # interaction | background
+    protocol: Mapped[str]  # tcp | udp | icmp | ...
+    echo_address: Mapped[str | None]
+    echo_port: Mapped[int | None]
+    remote_address: Mapped[str | None]
+    remote_port: Mapped[int | None]
+    first_packet_at: Mapped[datetime]
+    last_packet_at: Mapped[datetime]
+    packets_out: Mapped[int]
+    bytes_out: Mapped[int]
+    packets_in: Mapped[int]
+    bytes_in: Mapped[int]
+    name: Mapped[str | None]  # the name behind the remote address
+    name_source: Mapped[str | None]  # tls_sni | http_host | dns_query | dns_answer
+    domain: Mapped[str | None]  # the name's registrable domain (public suffix list)
+    tracker: Mapped[bool | None]  # on the operator's advertising/tracking list; NULL without a list

@@ -22,6 +22,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
+from orchestrator.core.clock import TIMESTAMP_ACCURACY_SECONDS, ClockState, host_clock
 from orchestrator.log.engine import write_session
 from orchestrator.log.transcripts import Heard, add_transcript
 from orchestrator.log.schema import (
@@ -120,6 +121,8 @@ def upsert_device(
     speaker_device: str | None = None,
     microphone_device: str | None = None,
     audio_backend: str | None = None,
+    mac: str | None = None,
+    ip: str | None = None,
 ) -> int:
     """Insert or update the device called ``name`` and return its id."""
     values = {
@@ -127,6 +130,8 @@ def upsert_device(
         "speaker_device": speaker_device,
         "microphone_device": microphone_device,
         "audio_backend": audio_backend,
+        "mac": mac,
+        "ip": ip,
     }
     stmt = (
         sqlite_insert(Device)
@@ -177,12 +182,15 @@ def start_run(
     scheduled_for: datetime | str | None = None,
     host: str | None = None,
     rig_check_id: int | None = None,
+    clock: ClockState | None = None,
 ) -> int:
     """Record the start of a run with its provenance and return the run id.
 
     ``config`` is the resolved configuration (a mapping, stored as canonical JSON, or JSON text);
-    its SHA-256 lets analysts group runs that used the same settings.
+    its SHA-256 lets analysts group runs that used the same settings. ``clock`` is the host
+    clock's state (read now when not given).
     """
+    clock = clock or host_clock()
     if isinstance(config, str):
         json.loads(config)  # refuse text that analysts could not parse back
         config_json = config
@@ -207,6 +215,10 @@ def start_run(
         host=host or socket.gethostname(),
         audio_dir=str(Path(audio_dir).expanduser().resolve()),
         rig_check_id=rig_check_id,
+        clock_sync=clock.sync,
+        clock_source=clock.source,
+        clock_offset_seconds=clock.offset_seconds,
+        timestamp_accuracy_seconds=TIMESTAMP_ACCURACY_SECONDS,
     )
     with write_session(engine) as session:
         session.add(run)
