@@ -3,7 +3,8 @@ FROM python:3.11-slim
 
 # The same system packages as scripts/bootstrap (its APT_PACKAGES), less docker-compose, which
 # only the host needs: speech synthesis, PortAudio and its headers (pyaudio is built from source),
-# sox, ALSA and the PulseAudio client that reaches the host's sound server through its socket.
+# sox, ALSA and the PulseAudio client that reaches the host's sound server through its socket,
+# and tcpdump for a night's traffic capture (the container then needs the host's network and NET_RAW).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       espeak-ng libespeak-ng1 \
@@ -11,6 +12,7 @@ RUN apt-get update \
       libsndfile1 sox alsa-utils \
       pulseaudio pulseaudio-utils libasound2-plugins \
       python3-venv python3-dev gcc \
+      tcpdump \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

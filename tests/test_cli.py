@@ -67,7 +67,7 @@ def test_the_command_tree():
     assert names == {"", "demo", "run", "validate", "query", "models", "models list", "models download", "devices",
                      "catalog", "catalog import", "catalog list", "catalog upgrade", "report", "export", "browse", "audio",
                      "serve", "schedule", "schedule list", "schedule trigger", "schedule pause", "schedule resume",
-                     "status", "lab", "lab check", "transcribe"}
+                     "status", "lab", "lab check", "transcribe", "traffic", "traffic import", "traffic analyze"}
 
 
 @pytest.mark.parametrize("path", [path for path, _ in COMMANDS], ids=lambda p: " ".join(p) or "main")

@@ -22,8 +22,10 @@ DOCKERFILE = PROJECT / "Dockerfile"
 WRITTEN_BY_THE_LAB = {"./lab.yaml"}
 #: Packages of scripts/bootstrap the image does not need.
 #: Packages of the development host, not of the image: the compose check, the simulated Echo's
-#: voice (the image drives physical Echos) and the browser test's Chromium.
-HOST_ONLY_PACKAGES = {"docker-compose", "festival", "festvox-us-slt-hts", "chromium", "chromium-driver"}
+#: voice (the image drives physical Echos), the browser test's Chromium, and the traffic tests'
+#: resolver and namespaces.
+HOST_ONLY_PACKAGES = {"docker-compose", "festival", "festvox-us-slt-hts", "chromium", "chromium-driver",
+                      "dnsmasq-base", "iproute2"}
 
 
 def compose() -> dict[str, Any]:

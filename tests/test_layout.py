@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"core"},
     {"audio", "log"},
     {"asr", "catalog", "lab", "analysis"},
+    {"traffic"},
     {"plan"},
     {"runner"},
     {"scheduler"},

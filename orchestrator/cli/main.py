@@ -49,6 +49,7 @@ class LazyGroup(click.Group):
         "audio": "orchestrator.cli.analysis:audio",
         "lab": "orchestrator.cli.lab:lab",
         "transcribe": "orchestrator.cli.transcribe:transcribe",
+        "traffic": "orchestrator.cli.traffic:traffic",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
