@@ -5,10 +5,16 @@ One demo night runs four virtual Echos at once (the pet lover and the vanilla co
 sounddevice and once on pyaudio), heard by the English recognizer; the tests then read the log and
 the files, and compare every recorded reply, its transcript and what the log says it meant with what
 the simulated Echo really said and meant (its truth log).
+
+The night has a lab network (sim/network.py: a namespace per Echo, dnsmasq, TLS servers): while
+answering, each Echo really resolves and connects to Alexa's and the skill's servers, the night's
+tcpdump captures it on the host side, and the demo analyzes the capture; the traffic tests compare
+each step's flows with the names the Echo says it reached.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -16,17 +22,22 @@ import sqlite3
 import statistics
 import subprocess
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
+from orchestrator.analysis.reports import Filters, run_report
 from orchestrator.audio.clip import MIC_FORMAT, validate_wav
 from orchestrator.catalog.skills import load_catalog
 from orchestrator.plan.persona import compile_plan
 from orchestrator.runner.progress import Progress
 from orchestrator.core import settings
+from orchestrator.core.clock import TIMESTAMP_ACCURACY_SECONDS
 from orchestrator.sim.demo import DEMO_ENDPOINTING, DemoSettings, demo_personas, lab_beside, run_demo
-from orchestrator.sim.echo import OUTCOME_OF_KIND, read_truth, truth_path
+from orchestrator.sim.echo import OUTCOME_OF_KIND, SimScript, read_truth, truth_path
+from orchestrator.sim.network import NETWORK_FILE, PREFIX
 
 pytestmark = pytest.mark.lab
 
@@ -39,7 +50,7 @@ def night(tmp_path_factory, english_model):
     root = tmp_path_factory.mktemp("night")
     # No lab folder named, as `orchestrator demo --db --audio-dir` asks: it goes beside the log.
     options = DemoSettings(db=root / "log.sqlite", audio_dir=root / "audio", model=english_model, echos=4,
-                           backends=BACKENDS)
+                           backends=BACKENDS, network=True)
     before = _children()
     data_before = _files(settings.data_dir())
     summaries = run_demo(options, Progress())
@@ -236,6 +247,109 @@ def test_nothing_is_left_running_or_lying_around(night):
     assert not (lab / "pulse").exists()
     out = subprocess.run(["pgrep", "-f", str(lab)], capture_output=True, text=True)
     assert out.stdout.strip() == ""
+    # The lab network is gone: no namespace, no bridge, no resolver, no capture.
+    assert f"{PREFIX}-{os.getpid() % 0xFFFF:04x}-" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                                                         text=True).stdout
+    assert f"{PREFIX}{os.getpid() % 0xFFFF:04x}" not in subprocess.run(["ip", "link"], capture_output=True,
+                                                                        text=True).stdout
+    assert not (lab / NETWORK_FILE).exists()
+
+
+# -- the Echos' traffic -------------------------------------------------------------------------------
+
+
+def _linked_names(db, interaction_id):
+    rows = db.execute("SELECT name FROM flows WHERE interaction_id = ? AND name_source = 'tls_sni'", (interaction_id,))
+    return {r["name"] for r in rows} - {SimScript.load().heartbeat_endpoint}
+
+
+def test_the_nights_capture_is_recorded_with_its_facts(night):
+    captures = night["db"].execute("SELECT * FROM captures").fetchall()
+    assert len(captures) == 1
+    capture = captures[0]
+    path = Path(capture["path"])
+    assert capture["source"] == "night" and capture["analyzed_at"] is not None and capture["error"] is None
+    assert capture["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and capture["bytes"] == path.stat().st_size
+    assert capture["packets_dropped"] == 0 and capture["packets"] > 100
+    lab = yaml.safe_load((night["options"].lab_dir / "lab.yaml").read_text())
+    assert capture["interface"] == lab["capture"]["interface"]
+    for echo in lab["echos"]:
+        assert f"ether host {echo['mac']}" in capture["filter"]
+        device = night["db"].execute("SELECT mac, ip FROM devices WHERE name = ?", (echo["name"],)).fetchone()
+        assert (device["mac"], device["ip"]) == (echo["mac"], echo["ip"])
+    first, last = capture["first_packet_at"], capture["last_packet_at"]
+    runs = night["db"].execute("SELECT min(started_at), max(finished_at) FROM runs").fetchone()
+    assert capture["started_at"] <= first < runs[0] and first < last <= capture["finished_at"]
+
+
+def test_each_step_is_linked_to_exactly_the_servers_its_echo_reached(night):
+    """From the database alone: every spoken step's TLS flows name what the Echo reached for that reply."""
+    checked = 0
+    for echo in _echos(night):
+        for said, row in zip(read_truth(truth_path(night["options"].lab_dir, echo)), _spoken(night["db"], echo),
+                             strict=True):
+            assert _linked_names(night["db"], row["id"]) == set(said.contacted), (echo, row["step_index"], said.text)
+            checked += bool(said.contacted)
+    assert checked >= 20
+
+
+def test_each_skill_reaches_its_own_endpoints_and_the_control_none(night):
+    script = SimScript.load()
+    own = {s.name: set(s.endpoints) for s in script.skills}
+    skill_servers = set().union(*own.values())
+    reached = night["db"].execute(
+        "SELECT s.name AS skill, group_concat(DISTINCT f.name) AS names FROM flows f "
+        "JOIN interactions i ON i.id = f.interaction_id JOIN skills s ON s.id = i.skill_id "
+        "WHERE f.name_source = 'tls_sni' GROUP BY s.name").fetchall()
+    by_skill = {r["skill"]: set(r["names"].split(",")) & skill_servers for r in reached}
+    assert by_skill["Cat Facts"] == own["Cat Facts"] and by_skill["Cat Genius"] == own["Cat Genius"]
+    assert all(names <= own.get(skill, set()) for skill, names in by_skill.items())
+    control = night["db"].execute(
+        "SELECT DISTINCT f.name FROM flows f JOIN devices d ON d.id = f.device_id JOIN runs r ON r.device_id = d.id "
+        "JOIN personas p ON p.id = r.persona_id WHERE p.is_control AND f.name IS NOT NULL").fetchall()
+    assert {r["name"] for r in control} == {script.alexa_endpoint, script.heartbeat_endpoint}
+    only = night["db"].execute("SELECT DISTINCT domain FROM flows f WHERE f.interaction_id IS NOT NULL").fetchall()
+    assert {"catfacts.example", "adtrack.example", "amazon.example"} <= {r["domain"] for r in only}
+
+
+def test_background_traffic_is_labelled(night):
+    rows = night["db"].execute("SELECT d.name AS echo, f.* FROM flows f JOIN devices d ON d.id = f.device_id "
+                               "WHERE f.link = 'background'").fetchall()
+    assert {r["echo"] for r in rows} == set(_echos(night))  # every Echo reported during the rig check at least
+    assert {r["name"] for r in rows} == {SimScript.load().heartbeat_endpoint}
+    assert all(r["interaction_id"] is None for r in rows)
+    report = run_report(night["options"].db, "background", Filters(since="2000-01-01"))[1]
+    with report:
+        assert {row[1] for row in report} == set(_echos(night))
+
+
+def test_traffic_reports_on_the_night(night):
+    columns, rows = run_report(night["options"].db, "endpoints", Filters(since="2000-01-01"))
+    with rows:
+        endpoints = [dict(zip(columns, row, strict=True)) for row in rows]
+    assert {e["name"] for e in endpoints if e["skill"] == "Cat Facts"} >= set(SimScript.load().skills[0].endpoints)
+    columns, rows = run_report(night["options"].db, "persona-endpoints", Filters(since="2000-01-01"))
+    with rows:
+        only = {(row[0], row[2]) for row in rows}
+    assert ("pets-demo", "catfacts.example") in only and not any(domain == "amazon.example" for _, domain in only)
+
+
+def test_logged_reply_starts_are_within_the_documented_accuracy(night):
+    """The log's reply start against the moment the simulated Echo's sound began (its truth log)."""
+    errors = []
+    for echo in _echos(night):
+        for said, row in zip(read_truth(truth_path(night["options"].lab_dir, echo)), _spoken(night["db"], echo),
+                             strict=True):
+            if row["response_started_at"] and said.duration > 0 and said.kind != "stream":
+                logged = datetime.fromisoformat(row["response_started_at"]).timestamp()
+                errors.append(abs(logged - said.wall_started))
+    assert len(errors) >= 20
+    within = sum(e <= TIMESTAMP_ACCURACY_SECONDS for e in errors) / len(errors)
+    assert within >= 0.9 and max(errors) < 3 * TIMESTAMP_ACCURACY_SECONDS, sorted(errors)
+
+
+def _echos(night):
+    return [s.echo for s in night["summaries"]]
 
 
 def test_the_demo_writes_only_under_the_folders_it_is_given(night):

@@ -185,7 +185,7 @@ def test_export_command_takes_the_format_from_the_suffix(db: Path, tmp_path: Pat
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["nope", "--out", "x.csv"], "no table or view called 'nope'; the log has: alembic_version, devices"),
+        (["nope", "--out", "x.csv"], "no table or view called 'nope'; the log has: alembic_version, captures, devices"),
         (["runs", "--out", "runs.txt"], "cannot tell the format of runs.txt"),
         (["runs", "--format", "parquet", "--out", "-"], "Parquet cannot be written to stdout"),
     ],

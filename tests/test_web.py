@@ -104,7 +104,8 @@ def test_every_column_of_every_table_and_view_has_its_description_from_the_docs(
 def test_every_report_is_a_stored_query() -> None:
     queries = web.metadata("orchestrator", None)["databases"]["orchestrator"]["queries"]
     assert set(queries) == {"night_summary", "install_outcomes", "reply_stats", "persona_vs_control", "skill_history",
-                            "night_failures", "transcript_search"}
+                            "night_failures", "transcript_search", "skill_endpoints", "persona_only_endpoints",
+                            "background_traffic"}
     for report in REPORTS.values():
         assert queries[report.query_name]["sql"] == report.sql.strip()
         assert queries[report.query_name]["params"] == list(report.params)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import dpkt
@@ -18,9 +19,14 @@ GATEWAY_MAC = bytes.fromhex("020000000afe")
 OTHER_MAC = bytes.fromhex("020000000a02")
 
 
+@lru_cache(maxsize=1)
+def _context() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
 def client_hello(server_name: str) -> bytes:
     """The first bytes a TLS client sends to `server_name`."""
-    context = ssl.create_default_context()
+    context = _context()
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
     try:

@@ -447,6 +447,86 @@ WHERE trim(:grep) <> ''
 ORDER BY i.started_at
 """
 
+# Traffic (docs/traffic.md). A DNS query's flow goes to the resolver, not to the name it asks for:
+# the endpoints are the flows that carried the conversation itself.
+ENDPOINT_FLOWS = "f.name IS NOT NULL AND f.name_source <> 'dns_query'"
+
+SKILL_ENDPOINTS = f"""
+SELECT
+    i.skill_id,
+    s.name AS skill,
+    f.domain,
+    f.name,
+    count(DISTINCT r.night) AS nights,
+    count(DISTINCT f.interaction_id) AS steps,
+    count(*) AS flows,
+    sum(f.bytes_out) AS bytes_out,
+    sum(f.bytes_in) AS bytes_in,
+    max(f.tracker) AS tracker
+FROM flows f
+JOIN interactions i ON i.id = f.interaction_id
+JOIN run_details r ON r.run_id = i.run_id
+LEFT JOIN skills s ON s.id = i.skill_id
+WHERE i.skill_id IS NOT NULL AND {ENDPOINT_FLOWS}
+  AND i.{PICKED_RUNS}
+GROUP BY i.skill_id, f.domain, f.name
+ORDER BY skill, i.skill_id, f.domain, f.name
+"""
+
+#: Domains an interest persona's steps reached that the control never reached, in a step or in the
+#: background of an Echo it ran on.
+PERSONA_ONLY_ENDPOINTS = f"""
+WITH control_devices AS (
+    SELECT DISTINCT device_id FROM runs WHERE persona_id IN (SELECT id FROM personas WHERE is_control)
+),
+control_domains AS (
+    SELECT DISTINCT f.domain FROM flows f
+    LEFT JOIN interactions i ON i.id = f.interaction_id
+    LEFT JOIN personas p ON p.id = i.persona_id
+    WHERE f.domain IS NOT NULL
+      AND (p.is_control OR (f.interaction_id IS NULL AND f.device_id IN (SELECT device_id FROM control_devices)))
+)
+SELECT
+    p.name AS persona,
+    p.interest,
+    f.domain,
+    group_concat(DISTINCT f.name) AS names,
+    count(DISTINCT i.skill_id) AS skills,
+    count(DISTINCT f.interaction_id) AS steps,
+    count(*) AS flows,
+    max(f.tracker) AS tracker
+FROM flows f
+JOIN interactions i ON i.id = f.interaction_id
+JOIN personas p ON p.id = i.persona_id
+WHERE NOT p.is_control AND {ENDPOINT_FLOWS} AND f.domain IS NOT NULL
+  AND f.domain NOT IN (SELECT domain FROM control_domains)
+  AND i.{PICKED_RUNS}
+GROUP BY p.name, f.domain
+ORDER BY p.name, f.domain
+"""
+
+BACKGROUND_NIGHT = "date(f.first_packet_at, '-12 hours')"
+
+BACKGROUND_TRAFFIC = f"""
+SELECT
+    {BACKGROUND_NIGHT} AS night,
+    d.name AS echo,
+    count(*) AS flows,
+    count(DISTINCT f.domain) AS domains,
+    group_concat(DISTINCT f.domain) AS domain_list,
+    sum(f.bytes_out) AS bytes_out,
+    sum(f.bytes_in) AS bytes_in,
+    coalesce(sum(f.tracker), 0) AS tracker_flows
+FROM flows f
+JOIN devices d ON d.id = f.device_id
+WHERE f.link = 'background'
+  AND (:night = '' OR {BACKGROUND_NIGHT} = :night)
+  AND (:since = '' OR {BACKGROUND_NIGHT} >= :since)
+GROUP BY night, echo
+ORDER BY night, echo
+"""
+
+
 #: Every step of one night in time order, for the HTML page's timelines.
 NIGHT_STEPS = """
 SELECT echo, persona, run_id, interaction_id, step_index, attempt, kind, skill_id, status, error,
@@ -526,6 +606,23 @@ REPORTS: dict[str, Report] = {
             "search", "transcript_search", "Transcript search",
             "Steps whose transcript contains every word of grep (case-insensitive, in any order).",
             TRANSCRIPT_SEARCH, ("grep", "night", "since", "persona"),
+        ),
+        Report(
+            "endpoints", "skill_endpoints", "Endpoints per skill",
+            "Per skill: the names and registrable domains its steps' traffic reached (TLS server name, HTTP Host "
+            "or DNS answer), on how many nights and steps, with bytes each way and the tracker flag.",
+            SKILL_ENDPOINTS, ("night", "since", "persona"),
+        ),
+        Report(
+            "persona-endpoints", "persona_only_endpoints", "Endpoints only interest personas reached",
+            "Per interest persona: the domains its steps reached that the control persona never did, in its "
+            "steps or in its Echo's background traffic.",
+            PERSONA_ONLY_ENDPOINTS, ("night", "since", "persona"),
+        ),
+        Report(
+            "background", "background_traffic", "Background traffic",
+            "Per night and Echo: the flows no step was under way for, their domains and bytes each way.",
+            BACKGROUND_TRAFFIC, ("night", "since"),
         ),
     )
 }

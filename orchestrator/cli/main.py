@@ -90,8 +90,13 @@ def main() -> None:
               help="PortAudio binding used for every speaker and microphone.")
 @click.option("--lab-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of the virtual lab (sound server, lab.yaml, the Echos' logs) [default: lab, beside --db].")
+@click.option("--network", is_flag=True,
+              help="Give the lab a network (root: a namespace per Echo, a resolver, TLS servers): the Echos reach "
+                   "Alexa's and the skills' servers while answering, tcpdump captures it, and the night ends with "
+                   "`traffic analyze` (docs/traffic.md).")
 @reports_errors
-def demo(db: Path, audio_dir: Path, model_setting: str | None, echos: int, backend: str, lab_dir: Path | None) -> None:
+def demo(db: Path, audio_dir: Path, model_setting: str | None, echos: int, backend: str, lab_dir: Path | None,
+         network: bool) -> None:
     """Run a demo night on virtual Echos.
 
     Starts a private PulseAudio server with a speaker and a microphone per virtual Echo, simulated
@@ -108,7 +113,7 @@ def demo(db: Path, audio_dir: Path, model_setting: str | None, echos: int, backe
     progress = Progress(stderr)
     progress.phase(f"transcribing with {model} ({model.path})")
     summaries = run_demo(DemoSettings(db=db, audio_dir=audio_dir, model=model, echos=echos, backends=(backend,),
-                                      lab_dir=lab_dir), progress)
+                                      lab_dir=lab_dir, network=network), progress)
     progress.summary(summaries, db, audio_dir)
     if any(s.status != "completed" for s in summaries):
         sys.exit(1)

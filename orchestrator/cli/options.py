@@ -50,7 +50,9 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 BAD_INPUT_ERRORS = (("orchestrator.asr.engine", "ModelError"), ("orchestrator.audio.speech", "SynthesisError"),
                     ("orchestrator.catalog.crawl", "CrawlError"))
 FAULT_ERRORS = (("orchestrator.audio.devices", "DeviceError"), ("orchestrator.sim.lab", "LabError"),
-                ("orchestrator.runner.night", "NotEnoughSpace"), ("orchestrator.core.durable", "DiskFull"))
+                ("orchestrator.sim.network", "NetworkError"),
+                ("orchestrator.runner.night", "NotEnoughSpace"), ("orchestrator.core.durable", "DiskFull"),
+                ("orchestrator.traffic.capture", "CaptureError"))
 
 
 def _loaded(names: tuple[tuple[str, str], ...]) -> tuple[type, ...]:

@@ -20,8 +20,8 @@ from typing import Literal
 
 ClockSync = Literal["synchronized", "unsynchronized", "unknown"]
 
-#: The largest error measured on a logged reply start (it is logged late; prompts are exact to a few ms).
-TIMESTAMP_ACCURACY_SECONDS = 0.2
+#: How far a logged reply start may be from the moment its sound began (docs/traffic.md measures it).
+TIMESTAMP_ACCURACY_SECONDS = 0.1
 #: A clock tool that does not answer within this is treated as absent.
 TOOL_TIMEOUT = 2.0
 

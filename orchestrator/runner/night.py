@@ -54,6 +54,7 @@ from orchestrator.runner.run import (
     longest_recording,
     register,
 )
+from orchestrator.traffic.capture import CaptureError, NightCapture, night_capture
 
 POLL_SECONDS = 0.2
 #: How long past a step's own deadline the watchdog waits before it kills the worker.
@@ -117,6 +118,7 @@ class Night:
         self._stop = self._ctx.Event()
         self._background: BackgroundTranscriber | None = None
         self.worker_pids: Callable[[], dict[str, int | None]] = dict
+        self.capture_pid: int | None = None  # tonight's tcpdump, while it runs
 
     def begin_loading(self) -> None:
         if self._loading is None:
@@ -142,19 +144,52 @@ class Night:
         self._loading.result()  # a broken model raises here, before any persona starts
         if self._server.ensure_running(max_rss_bytes=ASR_RECYCLE_BYTES):  # died, or grew (Vosk does)
             self.on_phase("restarted the transcription server")
-        cleared, refused = self._rig_check(requests)
-        self.on_phase(f"starting {len(cleared)} persona(s)")
-        version = self._server.report.version if self._server.report else None
-        cleared = [replace(r, asr_socket=self.socket_path, asr_authkey=self.authkey, asr_version=version)
-                   for r in cleared]
-        if cleared:
-            self._start_background(cleared[0].db_path)
-        started = {s.persona: s for s in self._run_workers(cleared)} if cleared else {}
+        capture = self._start_capture(requests)
+        try:
+            cleared, refused = self._rig_check(requests)
+            self.on_phase(f"starting {len(cleared)} persona(s)")
+            version = self._server.report.version if self._server.report else None
+            cleared = [replace(r, asr_socket=self.socket_path, asr_authkey=self.authkey, asr_version=version)
+                       for r in cleared]
+            if cleared:
+                self._start_background(cleared[0].db_path)
+            started = {s.persona: s for s in self._run_workers(cleared)} if cleared else {}
+        finally:
+            self._finish_capture(capture, requests)  # the Echos are done; transcription may go on
         if self._background is not None:
             with self.stop_on_signals():
                 self._background.finish(self._stop.is_set, self.on_phase)
         names = [r.persona.persona.name for r in requests]
         return [started.get(name) or refused[name] for name in names]
+
+    def _start_capture(self, requests: list[RunRequest]) -> NightCapture | None:
+        """The night's traffic capture, listening before any persona speaks (a CaptureError if it cannot)."""
+        if not requests or requests[0].lab.capture is None:
+            return None
+        lab = requests[0].lab
+        capture = night_capture(lab.capture, lab.echos, requests[0].db_path)
+        assert capture is not None and lab.capture is not None
+        try:
+            capture.start()
+        except CaptureError as exc:
+            if not lab.capture.optional:
+                raise CaptureError(f"{exc}; nothing was started (or mark the capture `optional: true`)") from None
+            self.on_phase(f"no traffic capture tonight (it is optional): {exc}")
+            return None
+        self.capture_pid = capture.pid
+        self.on_phase(f"capturing the Echos' traffic on {lab.capture.interface} into {capture.folder}")
+        return capture
+
+    def _finish_capture(self, capture: NightCapture | None, requests: list[RunRequest]) -> None:
+        if capture is None:
+            return
+        engine = log.open_log(requests[0].db_path)
+        try:
+            ids = capture.finish(engine)
+        finally:
+            engine.dispose()
+            self.capture_pid = None
+        self.on_phase(f"traffic capture stopped: {len(ids)} file(s) recorded (`orchestrator traffic analyze`)")
 
     def _rig_check(self, requests: list[RunRequest]) -> tuple[list[RunRequest], dict[str, RunSummary]]:
         if not requests or not requests[0].lab.rig_check.before_night:

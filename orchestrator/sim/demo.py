@@ -13,17 +13,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from orchestrator import log
 from orchestrator.asr import SpeechModel, check
 from orchestrator.catalog.skills import Catalog, Skill, load_catalog
 from orchestrator.core import settings
-from orchestrator.lab.config import EchoConfig, Endpointing, LabConfig
+from orchestrator.lab.config import Capture, EchoConfig, Endpointing, LabConfig
 from orchestrator.plan.persona import LoadedPersona, compile_plan, load_personas
 from orchestrator.runner.night import Night
 from orchestrator.runner.progress import Progress
 from orchestrator.runner.run import RunRequest, RunSummary
-from orchestrator.sim import voice
+from orchestrator.sim import network, voice
 from orchestrator.sim.echo import SCRIPT, SimScript, SimulatedEchos, phrases, said_path, truth_path
 from orchestrator.sim.lab import VirtualLab
+from orchestrator.sim.network import VirtualNetwork
+from orchestrator.traffic.store import analyze
 
 #: Short enough that the demo's radio stream is cut quickly; long enough for every spoken reply.
 DEMO_ENDPOINTING = Endpointing(no_answer_timeout=6.0, max_reply=10.0, hangover=0.7)
@@ -40,6 +43,8 @@ class DemoSettings:
     personas_dir: Path | None = None
     catalog_dir: Path | None = None
     sim_script: Path = SCRIPT  # what the simulated Echos answer
+    #: A lab network (sim/network.py): the Echos reach their cloud while answering, and the night captures it.
+    network: bool = False
 
 
 def demo_personas(folder: Path, catalog: Catalog, echos: int) -> list[LoadedPersona]:
@@ -68,6 +73,7 @@ class Rehearsal:
     sim_script: Path = SCRIPT
     #: Catalog skills answer as a store's do: some are answered by another skill, a few unreachable.
     varied: bool = True
+    network: bool = False
 
 
 def lab_beside(db: Path) -> Path:
@@ -81,7 +87,8 @@ def run_demo(options: DemoSettings, progress: Progress) -> list[RunSummary]:
     catalog = load_catalog(options.catalog_dir or home / "skills_catalog")
     personas = demo_personas(options.personas_dir or home / "persona_scripts" / "demo", catalog, options.echos)
     rehearsal = Rehearsal(options.db, options.audio_dir, options.model, options.lab_dir or lab_beside(options.db),
-                          DEMO_ENDPOINTING, options.backends, options.sim_script, varied=False)
+                          DEMO_ENDPOINTING, options.backends, options.sim_script, varied=False,
+                          network=options.network)
     return rehearse(personas, catalog, rehearsal, progress)
 
 
@@ -102,7 +109,10 @@ def _virtual_night(options: Rehearsal, progress: Progress, night: Night, catalog
     with virtual_lab(personas, catalog, options, progress) as lab:
         requests = [RunRequest(p, lab, catalog, options.db, options.audio_dir, options.model,
                                asr_socket=Path(), asr_authkey=b"") for p in personas]
-        return night.run(requests)
+        summaries = night.run(requests)
+    if options.network:
+        _analyze_traffic(options.db, progress)
+    return summaries
 
 
 @contextmanager
@@ -115,20 +125,47 @@ def virtual_lab(personas: list[LoadedPersona], catalog: Catalog, options: Rehear
     clips = render_sim_voice(script, options.audio_dir)
     names = [p.persona.echo for p in personas]
     progress.phase(f"starting a virtual lab with {len(names)} Echos in {lab_dir}")
-    with VirtualLab(lab_dir, names) as vlab:
+    with VirtualLab(lab_dir, names) as vlab, _network(options, lab_dir, names, script, progress) as net:
         vlab.activate()
         _reset_lab_logs(lab_dir, names)
+        addresses = net.plan.echos if net is not None else {}
         lab = LabConfig(
             audio_backend=options.backends[0],
             echos=[EchoConfig(name=n, room=n, speaker=vlab.echos[n].speaker, microphone=vlab.echos[n].microphone,
-                              backend=options.backends[i % len(options.backends)])
+                              backend=options.backends[i % len(options.backends)],
+                              mac=addresses[n].mac if n in addresses else None,
+                              ip=addresses[n].ip if n in addresses else None)
                    for i, n in enumerate(names)],
             endpointing=options.endpointing, virtual_lab=lab_dir,
+            capture=Capture(interface=net.plan.bridge, rotate_megabytes=10, folder=lab_dir / "captures")
+            if net is not None else None,
         )
         (lab_dir / "lab.yaml").write_text(_lab_yaml(lab))
         progress.phase("starting the simulated Echos")
         with SimulatedEchos(lab_dir, names, script, clips, options.backends[0]):
             yield lab
+
+
+@contextmanager
+def _network(options: Rehearsal, lab_dir: Path, names: list[str], script: SimScript,
+             progress: Progress) -> Iterator[VirtualNetwork | None]:
+    if not options.network:
+        yield None
+        return
+    progress.phase("building the lab network: a namespace per Echo, a resolver and TLS servers")
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    with VirtualNetwork(lab_dir, network.plan(names, script.endpoints())) as net:
+        yield net
+
+
+def _analyze_traffic(db: Path, progress: Progress) -> None:
+    engine = log.open_log(db)
+    try:
+        for result in analyze(engine):
+            progress.phase(f"traffic: capture {result.capture_id}: {result.flows} flows, {result.linked} during "
+                           f"steps, {result.background} background")
+    finally:
+        engine.dispose()
 
 
 def skills_used(personas: list[LoadedPersona], catalog: Catalog) -> list[Skill]:

@@ -41,12 +41,15 @@ from orchestrator.audio.devices import DeviceError, open_backend, redirect_nativ
 from orchestrator.audio.vad import EndpointConfig, EndpointDetector
 from orchestrator.core.processes import die_with_parent, name_this_process
 from orchestrator.sim.lab import use_own_devices
+from orchestrator.sim.network import EchoNetwork, NetworkPlan
 
 STREAM_BLOCK_SECONDS = 0.25
 SIM_SPEAKER_LATENCY = 0.2
 #: The Echo times its answers from the chunks' capture times, so deep buffering delays nothing;
 #: it spares the sound server a short period on every speaker's monitor.
 SIM_MICROPHONE_LATENCY = 0.2
+#: How long a reply's record waits for its network contacts to finish (they take milliseconds).
+NETWORK_WAIT = 10.0
 SCRIPT = Path(__file__).with_name("script.yaml")
 PHRASINGS = Path(__file__).with_name("replies.yaml")
 
@@ -67,6 +70,8 @@ class SimSkill:
     other_skill: str | None = None  # who answers an open when `open: other_skill`
     welcome: list[str] = field(default_factory=list)
     answers: dict[str, list[str] | None] = field(default_factory=dict)  # None: the skill stays silent
+    #: The skill's servers: the Echo reaches them (DNS, then TLS) when the skill answers, on a lab network.
+    endpoints: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.open == "other_skill" and not self.other_skill:
@@ -82,12 +87,22 @@ class SimScript:
     questions: dict[str, list[str] | None] = field(default_factory=dict)
     stream_intro: str = "Here is Lab Radio."
     stream_loop: list[str] = field(default_factory=list)
+    #: Alexa's own service, reached for every command heard; and where the Echo reports unprompted.
+    alexa_endpoint: str = "avs-alexa-na.amazon.example"
+    heartbeat_endpoint: str = "device-metrics-us.amazon.example"
 
     @classmethod
     def load(cls, path: Path = SCRIPT) -> SimScript:
         data = yaml.safe_load(path.read_text()) or {}
-        skills = tuple(SimSkill(**s) for s in data.pop("skills", []))
+        skills = tuple(SimSkill(**{**s, "endpoints": tuple(s.get("endpoints", ()))}) for s in data.pop("skills", []))
         return cls(skills=skills, **data)
+
+    def endpoints(self) -> list[str]:
+        """Every name an Echo of this world may reach: what the lab network's resolver must know."""
+        names = {self.alexa_endpoint, self.heartbeat_endpoint}
+        for skill in self.skills:
+            names.update(skill.endpoints)
+        return sorted(names)
 
     def with_catalog(self, skills: list[Any], varied: bool = False) -> SimScript:
         """Every catalog skill can be enabled and opened; the script's own entries take precedence.
@@ -117,13 +132,19 @@ def _sim_skill(skill: Any, others: list[str]) -> SimSkill:
     answering = other[_stable_index(f"{skill.id}/other", len(other))] if opening == "other_skill" else None
     return SimSkill(name=skill.name, invocation=skill.invocation_name or skill.name,
                     enable="account_linking" if skill.account_linking else "enabled", open=opening,
-                    other_skill=answering, answers={"": [f"Here is something from {skill.name}."]})
+                    other_skill=answering, answers={"": [f"Here is something from {skill.name}."]},
+                    endpoints=(f"api.{_slug(skill.name)}.example",))
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "skill"
 
 
 @dataclass(frozen=True)
 class Reply:
     kind: str  # one of OUTCOME_OF_KIND, or answer | silence | stream | stopped
     parts: tuple[str, ...] = ()  # spoken with a pause between parts
+    endpoints: tuple[str, ...] = ()  # the skill servers the Echo reaches to make this reply
 
     @property
     def text(self) -> str:
@@ -227,7 +248,8 @@ class EchoBrain:
             return self.dont_know(spoken)
         if skill.open == "welcome":
             self.session = skill
-            return Reply("welcome", tuple(skill.welcome) or self.phrasings.say("open", "skill_opened", skill))
+            return Reply("welcome", tuple(skill.welcome) or self.phrasings.say("open", "skill_opened", skill),
+                         skill.endpoints)
         if skill.open == "other_skill":
             # The other skill has the session now: what is said next goes to it, and it knows nothing.
             self.session = SimSkill(name=skill.other_skill or "", invocation=skill.other_skill or "")
@@ -248,7 +270,8 @@ class EchoBrain:
     def _answer(self, skill: SimSkill, words: str) -> Reply:
         for phrase, reply in skill.answers.items():
             if normalise(phrase) in words:
-                return _reply("answer", reply)
+                # The utterance goes to the skill's servers even when the skill then says nothing.
+                return replace(_reply("answer", reply), endpoints=skill.endpoints)
         self.session = None
         return self.dont_know(words)
 
@@ -314,6 +337,8 @@ class TruthRecord:
     started: float  # monotonic, comparable across processes on one machine
     duration: float
     wall_start: float
+    wall_started: float | None = None  # when the reply's sound began, on the wall clock (`started`'s moment)
+    contacted: list[str] = field(default_factory=list)  # the names reached over the lab network for it
 
 
 def said_path(lab_dir: Path, echo: str) -> Path:
@@ -345,8 +370,9 @@ class SimulatedEcho:
     """Listens on `hears` (input device), speaks into `speaks` (output device)."""
 
     def __init__(self, name: str, brain: EchoBrain, voice_clips: dict[str, Clip], side: SideChannel,
-                 truth_path: Path, backend: Any, hears: str, speaks: str) -> None:
+                 truth_path: Path, backend: Any, hears: str, speaks: str, network: EchoNetwork | None = None) -> None:
         self.name = name
+        self.network = network
         self.brain = brain
         self.clips = voice_clips
         self.side = side
@@ -421,15 +447,22 @@ class SimulatedEcho:
     def _speak(self, heard: str, reply: Reply) -> None:
         started = time.monotonic()
         wall = time.time()
+        contacts = None
+        if self.network is not None and reply.kind != "stopped":
+            # Alexa's service hears every command; a skill's servers make the skill's replies.
+            contacts = self.network.contact((self.brain.script.alexa_endpoint, *reply.endpoints))
+        mono_at_wall = started
         if reply.kind == "stream":
-            played = self._stream(reply)
+            started, played = self._stream(reply)
         elif reply.parts:
             clip = self._compose(reply.parts)
             playback = self.speaker.play(clip)
             started, played = playback.started, playback.ended - playback.started
         else:
             played = 0.0
-        record = TruthRecord(heard, reply.kind, reply.text, started, played, wall)
+        contacted = contacts.result(NETWORK_WAIT) if contacts is not None else []
+        record = TruthRecord(heard, reply.kind, reply.text, started, played, wall,
+                             wall_started=wall + (started - mono_at_wall), contacted=contacted)
         with open(self.truth_path, "a") as fh:
             fh.write(json.dumps(asdict(record)) + "\n")
 
@@ -442,8 +475,8 @@ class SimulatedEcho:
             pieces.append(self.clips[part])
         return concat(pieces)
 
-    def _stream(self, reply: Reply) -> float:
-        """Speak the intro, then loop the radio programme until someone speaks."""
+    def _stream(self, reply: Reply) -> tuple[float, float]:
+        """Speak the intro, then loop the radio programme until someone speaks; when it began, how long it ran."""
         loop = [self._compose(reply.parts)] + [self.clips[t] for t in self.brain.script.stream_loop]
         started = last = time.monotonic()
         first = None
@@ -457,7 +490,7 @@ class SimulatedEcho:
                 playback = self.speaker.play(block)
                 first = first if first is not None else playback.started
                 last = playback.ended
-        return (last - first) if first is not None else time.monotonic() - started
+        return (first, last - first) if first is not None else (started, time.monotonic() - started)
 
 
 def blocks(clip: Clip, seconds: float) -> list[Clip]:
@@ -542,12 +575,18 @@ def _serve_echo(lab_dir: Path, name: str, script: SimScript, clip_paths: dict[st
     redirect_native_stderr(lab_dir / "logs" / f"simulated-{name}.log")
     use_own_devices(lab_dir, name, "echo")
     clips = {text: read_wav(path) for text, path in clip_paths.items()}
+    network_plan = NetworkPlan.load(lab_dir)
+    network = None
+    if network_plan is not None and name in network_plan.echos:
+        network = EchoNetwork(network_plan, name, heartbeat_name=script.heartbeat_endpoint)
     echo = SimulatedEcho(name, EchoBrain(script), clips, SideChannel(said_path(lab_dir, name)),
                          truth_path(lab_dir, name), open_backend(backend_name),
-                         hears=f"{name}_out_mon", speaks=f"{name}_mic")
+                         hears=f"{name}_out_mon", speaks=f"{name}_mic", network=network)
     thread = threading.Thread(target=echo.serve, name=name)
     thread.start()
     ready.set()
     stop.wait()
     echo.stop()
     thread.join(5)
+    if network is not None:
+        network.close()
