@@ -56,7 +56,7 @@ def test_the_filter_names_every_echo_by_mac_and_ip():
              EchoConfig(name="b", speaker="t", microphone="n", ip="10.203.1.2"),
              EchoConfig(name="c", speaker="u", microphone="o")]
     assert capture_filter(echos) == "ether host 02:0e:c0:00:00:01 or host 10.203.1.2"
-    with pytest.raises(CaptureError, match="no Echo of the lab has a `mac` or `ip`"):
+    with pytest.raises(CaptureError, match="none of the night.s Echos has a `mac` or `ip`"):
         capture_filter(echos[2:])
 
 

@@ -164,20 +164,22 @@ class Night:
 
     def _start_capture(self, requests: list[RunRequest]) -> NightCapture | None:
         """The night's traffic capture, listening before any persona speaks (a CaptureError if it cannot)."""
-        if not requests or requests[0].lab.capture is None:
+        wanted = requests[0].lab.capture if requests else None
+        if wanted is None:
             return None
         lab = requests[0].lab
-        capture = night_capture(lab.capture, lab.echos, requests[0].db_path)
-        assert capture is not None and lab.capture is not None
+        echos = [lab.echo(name) for name in sorted({r.persona.persona.echo for r in requests})]
         try:
+            capture = night_capture(wanted, echos, requests[0].db_path)
+            assert capture is not None
             capture.start()
         except CaptureError as exc:
-            if not lab.capture.optional:
+            if not wanted.optional:
                 raise CaptureError(f"{exc}; nothing was started (or mark the capture `optional: true`)") from None
             self.on_phase(f"no traffic capture tonight (it is optional): {exc}")
             return None
         self.capture_pid = capture.pid
-        self.on_phase(f"capturing the Echos' traffic on {lab.capture.interface} into {capture.folder}")
+        self.on_phase(f"capturing the Echos' traffic on {wanted.interface} into {capture.folder}")
         return capture
 
     def _finish_capture(self, capture: NightCapture | None, requests: list[RunRequest]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -55,7 +56,8 @@ def capture_filter(echos: Iterable[EchoConfig]) -> str:
         if echo.ip is not None:
             terms.append(f"host {echo.ip}")
     if not terms:
-        raise CaptureError("no Echo of the lab has a `mac` or `ip`: a capture would keep nothing of theirs")
+        raise CaptureError("none of the night's Echos has a `mac` or `ip` in the lab file: a capture would keep "
+                           "nothing of theirs")
     return " or ".join(terms)
 
 
@@ -77,7 +79,8 @@ class NightCapture:
 
     def __post_init__(self) -> None:
         self.filter = capture_filter(self.echos)
-        self.prefix = f"night-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        # Nights of different rooms may start in one process within one second (the scheduler).
+        self.prefix = f"night-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
 
     @property
     def pid(self) -> int | None:
@@ -182,7 +185,11 @@ class NightCapture:
 
 
 def night_capture(settings: Capture | None, echos: list[EchoConfig], db_path: Path) -> NightCapture | None:
-    """The capture the lab file asks for, its files beside the log unless it names a folder."""
+    """The capture the lab file asks for, of the night's own Echos, its files beside the log unless it names a folder.
+
+    The scheduler runs each persona's night on its own (rooms run at once): each night captures its
+    own Echos, so no packet is captured twice.
+    """
     if settings is None:
         return None
     folder = settings.folder or db_path.parent / "captures"
