@@ -148,6 +148,11 @@ def test_import_and_analyze_link_each_flow_to_its_step_or_background(tmp_path):
         (50004, step, "interaction", "example.co.uk", 0),
         (50005, None, "background", "amazon.com", 0),
     ]
+    # A shorter tail leaves the flow that began 0.5 s after the reply's end to the background.
+    engine = log.open_log(db)
+    analyze(engine, again=True, tail=0.4)
+    engine.dispose()
+    assert db_rows.execute("SELECT link FROM flows WHERE echo_port = 50004").fetchone() == ("background",)
 
 
 def test_traffic_commands(tmp_path):

@@ -127,38 +127,51 @@ class AnalysisResult:
 def analyze(engine: Engine, capture_ids: Sequence[int] | None = None, *, again: bool = False,
             tail: float = DEFAULT_TAIL, trackers: frozenset[str] | None = None) -> list[AnalysisResult]:
     """Read captures into `flows`: the given ones, else every capture not analyzed yet (all with `again`)."""
+    c = log.Capture
     with engine.connect() as connection:
-        query = select(log.Capture).order_by(log.Capture.id)
+        query = select(c.id, c.path, c.device_id, c.clock_offset_seconds).order_by(c.id)
         if capture_ids:
-            query = query.where(log.Capture.id.in_(capture_ids))
+            query = query.where(c.id.in_(capture_ids))
         elif not again:
-            query = query.where(log.Capture.analyzed_at.is_(None))
-        captures = [dict(row) for row in connection.execute(query).mappings()]
-        devices = connection.execute(select(log.Device.id, log.Device.mac, log.Device.ip)).all()
-    missing = set(capture_ids or ()) - {c["id"] for c in captures}
+            query = query.where(c.analyzed_at.is_(None))
+        captures = [CaptureToRead(*row) for row in connection.execute(query)]
+        devices = [(row.id, row.mac, row.ip) for row in connection.execute(
+            select(log.Device.id, log.Device.mac, log.Device.ip))]
+    missing = set(capture_ids or ()) - {capture.id for capture in captures}
     if missing:
         raise TrafficError(f"no capture with id {', '.join(map(str, sorted(missing)))} in the log")
     return [_analyze_one(engine, capture, devices, tail, trackers) for capture in captures]
 
 
-def _identities(capture: dict[str, object], devices: Iterable[tuple[int, str | None, str | None]]) -> list[Identity]:
-    chosen = [d for d in devices if capture["device_id"] in (None, d[0])]
+@dataclass(frozen=True)
+class CaptureToRead:
+    id: int
+    path: str
+    device_id: int | None  # the one Echo it holds; None: every Echo with an identity
+    clock_offset_seconds: float
+
+
+DeviceIdentity = tuple[int, str | None, str | None]  # id, mac, ip
+
+
+def _identities(capture: CaptureToRead, devices: Iterable[DeviceIdentity]) -> list[Identity]:
+    chosen = [d for d in devices if capture.device_id in (None, d[0])]
     return [Identity.of(device_id, mac, ip) for device_id, mac, ip in chosen if mac or ip]
 
 
-def _analyze_one(engine: Engine, capture: dict[str, object], devices: Sequence[tuple[int, str | None, str | None]],
-                 tail: float, trackers: frozenset[str] | None) -> AnalysisResult:
-    capture_id = int(capture["id"])  # type: ignore[call-overload]
-    offset = float(capture["clock_offset_seconds"] or 0.0)  # type: ignore[arg-type]
+def _analyze_one(engine: Engine, capture: CaptureToRead, devices: Sequence[DeviceIdentity], tail: float,
+                 trackers: frozenset[str] | None) -> AnalysisResult:
+    capture_id = capture.id
+    offset = capture.clock_offset_seconds or 0.0
     identities = _identities(capture, devices)
     try:
-        flows, summary = read_flows(Path(str(capture["path"])), identities)
+        flows, summary = read_flows(Path(capture.path), identities)
         error = summary.error
     except (OSError, CaptureFileError) as exc:
-        flows, error = [], f"cannot read {capture['path']}: {exc}"
+        flows, error = [], f"cannot read {capture.path}: {exc}"
     if not identities:
         error = "no Echo in the log has a network identity (mac or ip): no packet could be told apart"
-    windows = _windows(engine, flows, offset, {i.device_id for i in identities})
+    windows = _windows(engine, flows, offset, {i.device_id for i in identities}, tail)
     rows = [_flow_row(capture_id, flow, offset, windows, trackers) for flow in flows]
     with log.write_session(engine) as session:
         session.execute(delete(log.Flow).where(log.Flow.capture_id == capture_id))
@@ -170,9 +183,9 @@ def _analyze_one(engine: Engine, capture: dict[str, object], devices: Sequence[t
     return AnalysisResult(capture_id, len(rows), linked, len(rows) - linked, error)
 
 
-def _windows(engine: Engine, flows: list[FlowRecord], offset: float, device_ids: set[int]) -> Windows:
+def _windows(engine: Engine, flows: list[FlowRecord], offset: float, device_ids: set[int], tail: float) -> Windows:
     if not flows:
-        return Windows([])
+        return Windows([], tail)
     first = moment(min(f.first for f in flows), offset)
     last = moment(max(f.last for f in flows), offset)
     assert first is not None and last is not None
@@ -190,7 +203,7 @@ def _windows(engine: Engine, flows: list[FlowRecord], offset: float, device_ids:
         begin = row.prompt_started_at or row.started_at
         end = row.response_ended_at or row.prompt_ended_at or row.finished_at or begin
         windows.append(Window(row.device_id, row.id, begin.timestamp(), max(end, begin).timestamp()))
-    return Windows(windows)
+    return Windows(windows, tail)
 
 
 def _flow_row(capture_id: int, flow: FlowRecord, offset: float, windows: Windows,
