@@ -120,3 +120,26 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_night_whose_capture_cannot_start_starts_nothing_unless_the_capture_is_optional(tmp_path):
+    from types import SimpleNamespace
+
+    from orchestrator.asr import SpeechModel
+    from orchestrator.lab.config import LabConfig
+    from orchestrator.runner.night import Night
+
+    echo = EchoConfig(name="echo1", speaker="s", microphone="m", ip="10.203.1.1")
+    phases: list[str] = []
+    night = Night(SpeechModel("pocketsphinx", tmp_path, "none"), tmp_path, on_phase=phases.append)
+    for optional in (False, True):
+        lab = LabConfig(echos=[echo], capture=Capture(interface="orchnope0", optional=optional))
+        request = SimpleNamespace(lab=lab, persona=SimpleNamespace(persona=SimpleNamespace(echo="echo1")),
+                                  db_path=tmp_path / "log.sqlite")
+        if not optional:
+            with pytest.raises(CaptureError, match="orchnope0.*nothing was started .or mark the capture `optional"):
+                night._start_capture([request])  # type: ignore[list-item]
+        else:
+            assert night._start_capture([request]) is None  # type: ignore[list-item]
+    assert phases[-1].startswith("no traffic capture tonight (it is optional): the capture on orchnope0")
+    night.close()
