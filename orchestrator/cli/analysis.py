@@ -237,7 +237,8 @@ def browse(db: Path, host: str, port: int, live: bool) -> None:
     """Serve the log read-only in Datasette, with the reports as stored queries.
 
     Stored queries (the reports): night_summary, install_outcomes, reply_stats, persona_vs_control,
-    skill_history, night_failures, transcript_search. Every column has its description from docs/log.md.
+    skill_history, night_failures, transcript_search, and of the traffic skill_endpoints,
+    persona_only_endpoints, background_traffic. Every column has its description from docs/log.md.
     Needs Datasette (pip install 'echo-orchestrator[web]').
 
     \b
