@@ -39,8 +39,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import dpkt
-
 from orchestrator.core.processes import die_with_parent, end_with_parent, name_this_process
 
 REQUIRED_PROGRAMS = ("ip", "dnsmasq", "openssl")
@@ -266,6 +264,8 @@ def enter_namespace(namespace: str) -> None:
 
 def resolve(name: str, resolver: str, timeout: float = CONTACT_TIMEOUT) -> str | None:
     """The IPv4 address the resolver gives `name`, by a plain DNS query over UDP; None without an answer."""
+    import dpkt  # only an Echo on a lab network asks; every other simulated Echo starts without it
+
     ident = random.randrange(1, 0xFFFF)
     query = dpkt.dns.DNS(id=ident, rd=1, qd=[dpkt.dns.DNS.Q(name=name, type=dpkt.dns.DNS_A)])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

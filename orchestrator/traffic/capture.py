@@ -33,7 +33,6 @@ from sqlalchemy.engine import Engine
 from orchestrator import log
 from orchestrator.core.processes import end_with_parent
 from orchestrator.lab.config import Capture, EchoConfig
-from orchestrator.traffic.store import TrafficError, record_capture
 
 #: How long tcpdump may take to open the interface and say it is listening.
 START_TIMEOUT = 10.0
@@ -168,6 +167,9 @@ class NightCapture:
 
     def finish(self, engine: Engine) -> list[int]:
         """Stop the capture and record each of its files in the log; the capture ids."""
+        # The packet reader is loaded only by a night that captured: a night without one never needs it.
+        from orchestrator.traffic.store import TrafficError, record_capture
+
         dropped, error = self.stop()
         finished = log.utcnow()
         files = self.files()
