@@ -26,7 +26,6 @@ from orchestrator.sim import network, voice
 from orchestrator.sim.echo import SCRIPT, SimScript, SimulatedEchos, phrases, said_path, truth_path
 from orchestrator.sim.lab import VirtualLab
 from orchestrator.sim.network import VirtualNetwork
-from orchestrator.traffic.store import analyze
 
 #: Short enough that the demo's radio stream is cut quickly; long enough for every spoken reply.
 DEMO_ENDPOINTING = Endpointing(no_answer_timeout=6.0, max_reply=10.0, hangover=0.7)
@@ -159,6 +158,8 @@ def _network(options: Rehearsal, lab_dir: Path, names: list[str], script: SimScr
 
 
 def _analyze_traffic(db: Path, progress: Progress) -> None:
+    from orchestrator.traffic.store import analyze  # the packet library, only for a night with a network
+
     engine = log.open_log(db)
     try:
         for result in analyze(engine):
