@@ -111,3 +111,15 @@ def test_one_recognizer_serves_utterance_after_utterance(server: TranscriptionSe
     assert transcripts[0].text == transcripts[2].text  # the same audio decodes alike on a reused recognizer
     assert transcripts[1].words[0].start < 1.0  # its own start, not after the first utterance
     assert not {w.word for w in transcripts[1].words} >= SAID[first]
+
+
+def test_recognizers_warmed_before_the_night_serve_the_first_replies(server: TranscriptionServer,
+                                                                     speech: dict[str, Clip]) -> None:
+    server.warm(3)
+    clients = [server.client() for _ in range(3)]
+    streams = [client.stream() for client in clients]  # three Echos' first replies at once
+    text = next(iter(speech))
+    for stream in streams:
+        stream.feed(speech[text].pcm)
+    transcripts = [stream.finish(timeout=30) for stream in streams]
+    assert all(SAID[text] & set(t.text.split()) for t in transcripts)

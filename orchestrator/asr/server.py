@@ -500,6 +500,18 @@ class TranscriptionServer:
     def client(self) -> TranscriptionClient:
         return TranscriptionClient(self.socket_path, self.authkey)
 
+    def warm(self, count: int, timeout: float = 300.0) -> None:
+        """Have `count` recognizers made and warmed now, then kept as spares for the clients to come.
+
+        Each connection gets a recognizer of its own, made when it connects; pocketsphinx makes
+        them one after another under the GIL. Without this, every Echo of a night would wait for
+        its recognizer on its first reply, all at the same moment.
+        """
+        with self.client() as client:
+            streams = [client.stream() for _ in range(count)]  # all open at once: one recognizer each
+            for stream in streams:
+                stream.finish(timeout=timeout)  # an empty utterance: answered once its recognizer is ready
+
     def __enter__(self) -> Self:
         self.start()
         return self

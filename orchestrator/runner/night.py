@@ -147,6 +147,8 @@ class Night:
         capture = self._start_capture(requests)
         try:
             cleared, refused = self._rig_check(requests)
+            # One recognizer per Echo, made before anyone speaks rather than on every Echo's first reply at once.
+            self._server.warm(len(cleared))
             self.on_phase(f"starting {len(cleared)} persona(s)")
             version = self._server.report.version if self._server.report else None
             cleared = [replace(r, asr_socket=self.socket_path, asr_authkey=self.authkey, asr_version=version)
