@@ -51,6 +51,10 @@ def rig(tmp_path_factory, english_model, catalog_dir):
     persona_path.write_text(f"name: asker\ncontrol: true\necho: echo1\nplan:\n{plan}\n")
     other_path = root / "other.yaml"
     other_path.write_text("name: other\ncontrol: true\necho: echo2\nplan:\n" + "  - ask: what time is it\n" * 3)
+    # Replies with an expectation are decoded while recorded, on the transcription server.
+    listener_path = root / "listener.yaml"
+    listener_path.write_text("name: listener\ncontrol: true\necho: echo2\nplan:\n"
+                             + "  - say: what time is it\n    expect: [past, o'clock]\n" * 3)
     catalog = load_catalog(catalog_dir)
     script = SimScript.load(SIM_SCRIPT)
     clips = render_sim_voice(script, root / "audio")
@@ -66,6 +70,7 @@ def rig(tmp_path_factory, english_model, catalog_dir):
             with Night(english_model, lab_dir, on_event=events.put) as night:
                 yield {"root": root, "vlab": vlab, "lab": lab, "catalog": catalog, "night": night, "events": events,
                        "persona": load_persona(persona_path), "other": load_persona(other_path),
+                       "listener": load_persona(listener_path),
                        "db": root / "log.sqlite", "audio": root / "audio", "model": english_model}
 
 
@@ -265,7 +270,7 @@ def test_a_killed_night_leaves_nothing_speaking_and_the_next_run_resumes_it(rig,
 def test_a_transcription_server_that_dies_mid_night_is_brought_back(rig):
     events = rig["events"]
     _drain(events)
-    thread, result, _pids = _start(rig, [_request(rig, rig["other"])])
+    thread, result, _pids = _start(rig, [_request(rig, rig["listener"])])
     _wait_for_step_start(events, 30.0)
     time.sleep(1.0)  # the prompt plays; its reply's transcription stream is open
     dead = rig["night"].transcription_pid
