@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from two_nights import NIGHT_1, NIGHT_2, Step, _run, _steps, build
+from two_nights import NIGHT_1, NIGHT_2, Step, _run, _steps, build, pick, rows_of
 
 from orchestrator import log
 from orchestrator.analysis.export import export
@@ -51,16 +50,6 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         log.finish_run(engine, run, "completed")
     engine.dispose()
     yield path
-
-
-def rows_of(db: Path, name: str, **filters: Any) -> list[dict[str, Any]]:
-    columns, rows = run_report(db, name, Filters(**filters))
-    with rows:
-        return [dict(zip(columns, row, strict=True)) for row in rows]
-
-
-def pick(rows: list[dict[str, Any]], *keys: str) -> list[tuple[Any, ...]]:
-    return [tuple(row[key] for key in keys) for row in rows]
 
 
 def test_two_nights_on_one_date_are_two_rounds(db: Path) -> None:

@@ -13,23 +13,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from full_disk import fill, small_disk  # noqa: F401 - the fixture
-from two_nights import NIGHT_1, NIGHT_2, build, two_nights_db  # noqa: F401 - the `db` fixture
+from two_nights import NIGHT_1, NIGHT_2, build, pick, rows_of, two_nights_db  # noqa: F401 - the `db` fixture
 
 from orchestrator import log
 from orchestrator.analysis.night_page import STATUS_COLOURS, html_table
 from orchestrator.analysis.query import QueryError
 from orchestrator.analysis.reports import REPORTS, Filters, ReportError, latest_night, run_report
 from orchestrator.cli.main import main
-
-
-def rows_of(db: Path, name: str, **filters: Any) -> list[dict[str, Any]]:
-    columns, rows = run_report(db, name, Filters(**filters))
-    with rows:
-        return [dict(zip(columns, row, strict=True)) for row in rows]
-
-
-def pick(rows: list[dict[str, Any]], *keys: str) -> list[tuple[Any, ...]]:
-    return [tuple(row[key] for key in keys) for row in rows]
 
 
 def fingerprint(db: Path) -> str:

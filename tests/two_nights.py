@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import Engine
 
 from orchestrator import log
+from orchestrator.analysis.reports import Filters, run_report
 
 NIGHT_1 = "2026-03-04"
 NIGHT_2 = "2026-03-05"
@@ -123,3 +124,14 @@ def two_nights_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path = folder / "orchestrator.sqlite"
     build(path, folder).dispose()
     yield path
+
+
+def rows_of(db: Path, name: str, **filters: Any) -> list[dict[str, Any]]:
+    """A report's rows over `db`, as dicts."""
+    columns, rows = run_report(db, name, Filters(**filters))
+    with rows:
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def pick(rows: list[dict[str, Any]], *keys: str) -> list[tuple[Any, ...]]:
+    return [tuple(row[key] for key in keys) for row in rows]
