@@ -73,6 +73,9 @@ class LoadedModel(Protocol):
 
 class Engine(Protocol):
     name: str
+    #: Whether one process decodes several connections at once on several cores (the library lets
+    #: go of Python's GIL while it decodes); if not, the night runs one server per core (shards.py).
+    decodes_in_parallel: bool
 
     def check(self, path: Path) -> None:
         """Raise ModelError unless `path` holds a complete model for this engine (files only, fast)."""

@@ -119,6 +119,7 @@ class _LoadedSphinx:
 
 class SphinxEngine:
     name = "pocketsphinx"
+    decodes_in_parallel = False  # its bindings hold the GIL while they decode
 
     def check(self, path: Path) -> None:
         check_model(path)

@@ -138,6 +138,7 @@ class _LoadedVosk:
 
 class VoskEngine:
     name = "vosk"
+    decodes_in_parallel = True  # cffi releases the GIL around every call into Kaldi
 
     def check(self, path: Path) -> None:
         check_model(path)

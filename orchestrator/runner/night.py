@@ -1,11 +1,12 @@
 """A night: several personas at once, each on its own Echo, each in a worker process of its own.
 
 A PortAudio hang, a decoder abort or a synthesis hang in one worker cannot stop the others. The
-parent owns the transcription server (one speech model shared by all Echos, for the replies the
-plan reacts to) and the background transcriber (deferred.py: every other reply, from its
-recording, during the night and after its last step until none is left), collects progress events
-from the workers, and closes the books of a worker that died: its run is marked failed and its
-unfinished step interrupted, so the log never shows a run that is still "running" forever.
+parent owns the transcription servers (the speech model, for the replies the plan reacts to: one
+server, or one per core for an engine that decodes on one core; asr/shards.py) and the background
+transcriber (deferred.py: every other reply, from its recording, during the night and after its
+last step until none is left), collects progress events from the workers, and closes the books of
+a worker that died: its run is marked failed and its unfinished step interrupted, so the log
+never shows a run that is still "running" forever.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from orchestrator import log
-from orchestrator.asr import SpeechModel, TranscriptionServer
+from orchestrator.asr import SpeechModel
+from orchestrator.asr.shards import TranscriptionShards, default_count
 from orchestrator.audio.clip import MIC_FORMAT
 from orchestrator.audio.devices import DeviceError, check_devices, redirect_native_stderr
 from orchestrator.catalog.skills import Catalog
@@ -98,20 +100,21 @@ def _worker(request: RunRequest, events: Any, log_dir: Path, stop: Any, room_loc
 
 
 class Night:
-    """Loads the speech model once, then runs every persona in a worker process of its own.
+    """Loads the speech model once (in each of its transcription servers), then runs every persona
+    in a worker process of its own.
 
     `begin_loading()` may be called early, so the model loads while the lab is being set up.
     """
 
     def __init__(self, model: SpeechModel, work_dir: Path, on_event: Callable[[StepEvent], None] = lambda _e: None,
-                 on_phase: Callable[[str], None] = lambda _m: None) -> None:
+                 on_phase: Callable[[str], None] = lambda _m: None, servers: int | None = None) -> None:
         self.model = model
         self.work_dir = work_dir
         self.on_event = on_event
         self.on_phase = on_phase
         self.authkey = secrets.token_bytes(16)
-        self.socket_path = _socket_path(work_dir)
-        self._server = TranscriptionServer(model, self.socket_path, authkey=self.authkey)
+        self._servers = TranscriptionShards(model, _socket_folder(work_dir), self.authkey,
+                                            servers or default_count(model))
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
         self._loading: Future[Any] | None = None
         self._ctx = multiprocessing.get_context("spawn")
@@ -122,9 +125,10 @@ class Night:
 
     def begin_loading(self) -> None:
         if self._loading is None:
-            self.on_phase(f"loading the speech model {self.model}")
+            servers = f" in {len(self._servers)} transcription servers" if len(self._servers) > 1 else ""
+            self.on_phase(f"loading the speech model {self.model}{servers}")
             self.work_dir.mkdir(parents=True, exist_ok=True)
-            self._loading = self._pool.submit(self._server.start)
+            self._loading = self._pool.submit(self._servers.start)
 
     def __enter__(self) -> Night:
         return self
@@ -142,17 +146,17 @@ class Night:
         self.begin_loading()
         assert self._loading is not None
         self._loading.result()  # a broken model raises here, before any persona starts
-        if self._server.ensure_running(max_rss_bytes=ASR_RECYCLE_BYTES):  # died, or grew (Vosk does)
+        if self._servers.ensure_running(max_rss_bytes=ASR_RECYCLE_BYTES):  # died, or grew (Vosk does)
             self.on_phase("restarted the transcription server")
         capture = self._start_capture(requests)
         try:
             cleared, refused = self._rig_check(requests)
             # One recognizer per Echo, made before anyone speaks rather than on every Echo's first reply at once.
-            self._server.warm(len(cleared))
+            self._servers.warm(len(cleared))
             self.on_phase(f"starting {len(cleared)} persona(s)")
-            version = self._server.report.version if self._server.report else None
-            cleared = [replace(r, asr_socket=self.socket_path, asr_authkey=self.authkey, asr_version=version)
-                       for r in cleared]
+            version = self._servers.report.version if self._servers.report else None
+            cleared = [replace(r, asr_socket=self._servers.socket_for(index), asr_authkey=self.authkey,
+                               asr_version=version) for index, r in enumerate(cleared)]
             if cleared:
                 self._start_background(cleared[0].db_path)
             started = {s.persona: s for s in self._run_workers(cleared)} if cleared else {}
@@ -230,7 +234,7 @@ class Night:
             self._loading.cancel()
             with contextlib.suppress(Exception):
                 self._loading.result()
-        self._server.stop()
+        self._servers.stop()
         self._pool.shutdown()
         self._loading = None
 
@@ -256,9 +260,9 @@ class Night:
                 signal.signal(sig, handler)
 
     @property
-    def transcription_pid(self) -> int | None:
-        """The transcription server's process id (for the operator, and for tests that kill it)."""
-        return self._server.pid
+    def transcription_pids(self) -> list[int | None]:
+        """The transcription servers' process ids (for the operator, and for tests that kill one)."""
+        return self._servers.pids
 
     @property
     def transcriber_pid(self) -> int | None:
@@ -266,16 +270,16 @@ class Night:
         return self._background.pid if self._background is not None else None
 
     def _keep_transcribing(self) -> None:
-        """Bring back a transcription server or background transcriber that died during the night."""
+        """Bring back a transcription server or the background transcriber if one died during the night."""
         if self._background is not None and not self._background.ensure_running():
             self.on_phase("the background transcriber died too often; its queue waits for "
                           "`orchestrator transcribe --pending`")
             self._background = None
-        if self._server.running:
+        if self._servers.running:
             return
-        self.on_phase("the transcription server stopped; restarting it")
+        self.on_phase("a transcription server stopped; restarting it")
         try:
-            self._server.ensure_running()
+            self._servers.ensure_running()
         except Exception as exc:  # noqa: BLE001 - the workers' steps fail and are recorded; the night goes on
             self.on_phase(f"the transcription server could not be restarted: {exc}")
             return
@@ -298,12 +302,12 @@ def _refuse(engine: Engine, request: RunRequest, verdict: Verdict, check_id: int
     return RunSummary(run_id, request.persona.persona.name, verdict.echo, status="failed", error=error)
 
 
-def _socket_path(work_dir: Path) -> Path:
-    """A Unix socket path must fit in 108 bytes; a deep lab folder gets one in /tmp instead."""
-    path = work_dir.resolve() / "asr.sock"
-    if len(str(path)) < 100:
-        return path
-    return Path(tempfile.mkdtemp(prefix="orch-asr-")) / "asr.sock"
+def _socket_folder(work_dir: Path) -> Path:
+    """A Unix socket path must fit in 108 bytes; a deep lab folder gets its sockets in /tmp instead."""
+    folder = work_dir.resolve()
+    if len(str(folder / "asr-00.sock")) < 100:
+        return folder
+    return Path(tempfile.mkdtemp(prefix="orch-asr-"))
 
 
 class RoomLock:
