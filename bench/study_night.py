@@ -118,8 +118,7 @@ def figures(db_path: Path, lab_dir: Path) -> dict[str, Any]:
     rows = db.execute("SELECT i.*, d.name AS echo FROM interactions i JOIN devices d ON d.id = i.device_id "
                       "ORDER BY echo, step_index, attempt").fetchall()
     answered = [r for r in rows if r["status"] == "ok"]
-    audio = lambda r: r["prompt_seconds"] + r["response_latency_seconds"] + r["response_seconds"]  # noqa: E731
-    ratios = [seconds_between(r["started_at"], r["finished_at"]) / audio(r) for r in answered]
+    ratios = [seconds_between(r["started_at"], r["finished_at"]) / _audio(r) for r in answered]
     reactive = [r["transcript_ready_delay"] for r in rows if r["transcript_ready_delay"] is not None]
     last_step = max(r["finished_at"] for r in rows if r["finished_at"])
     last_deferred = db.execute(
@@ -127,6 +126,7 @@ def figures(db_path: Path, lab_dir: Path) -> dict[str, Any]:
         "WHERE i.transcript_ready_delay IS NULL").fetchone()[0]
     runs = db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
     return {
+        **overhead_parts(answered),
         "runs": {status: count for status, count in runs},
         "run_errors": [e for (e,) in db.execute("SELECT error FROM runs WHERE error IS NOT NULL")],
         "interactions": len(rows),
@@ -142,6 +142,35 @@ def figures(db_path: Path, lab_dir: Path) -> dict[str, Any]:
         "overflows": sum(r["input_overflows"] or 0 for r in rows),
         "cut_short": cut_short(rows, lab_dir),
     }
+
+
+def overhead_parts(answered: list[sqlite3.Row]) -> dict[str, Any]:
+    """Where a step's time beyond its audio goes, median seconds, for the replies decoded at once and later.
+
+    * before the prompt: the row written to the prompt's first sample leaving the speaker;
+    * end detection: the reply's last sound to its end being known, the endpointing hangover
+      (lab.yaml `endpointing.hangover`) plus the microphone's latency;
+    * after the end: from the end being known to the row finished (the transcript a reactive step
+      waits for, the recording written, the row).
+    """
+    parts: dict[str, Any] = {}
+    for path, rows in (("reactive", [r for r in answered if r["transcript_ready_delay"] is not None]),
+                       ("deferred", [r for r in answered if r["transcript_ready_delay"] is None])):
+        if not rows:
+            continue
+        parts[f"overhead_ratio_{path}"] = quantiles([seconds_between(r["started_at"], r["finished_at"]) / _audio(r)
+                                                     for r in rows])
+        parts[f"overhead_seconds_{path}"] = {
+            "before_prompt": quantiles([seconds_between(r["started_at"], r["prompt_started_at"]) for r in rows]),
+            "end_detection": quantiles([r["end_detect_delay"] for r in rows]),
+            "after_end": quantiles([seconds_between(r["response_ended_at"], r["finished_at"]) - r["end_detect_delay"]
+                                    for r in rows]),
+        }
+    return parts
+
+
+def _audio(row: sqlite3.Row) -> float:
+    return float(row["prompt_seconds"] + row["response_latency_seconds"] + row["response_seconds"])
 
 
 def main() -> None:

@@ -397,6 +397,14 @@ def test_lab_default_backend_applies_to_echos_without_their_own(tmp_path):
     assert isinstance(lab, LabConfig)
 
 
+def test_lab_transcription_servers_default_to_the_engine_and_refuse_zero(tmp_path):
+    assert load_lab(write(tmp_path, "lab.yaml", LAB)).transcription_servers is None
+    assert load_lab(write(tmp_path, "lab.yaml", LAB + "transcription_servers: 3\n")).transcription_servers == 3
+    path = write(tmp_path, "lab.yaml", LAB + "transcription_servers: 0\n")
+    issue = only_issue(load_lab, path)
+    assert (issue.line, issue.field) == (line_of(path, "transcription_servers:"), "transcription_servers")
+
+
 def test_lab_missing_speaker(tmp_path):
     path = write(tmp_path, "lab.yaml", "echos:\n  - name: echo1\n    microphone: m1\n")
     issue = only_issue(load_lab, path)

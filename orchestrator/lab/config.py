@@ -16,6 +16,8 @@
       max_crosstalk: -50                 # dBFS a microphone of another room must stay below
     speech_model: pocketsphinx-en-us     # what transcribes the replies (`orchestrator models list`);
                                          # --model and ORCHESTRATOR_ASR_MODEL win over it
+    transcription_servers: 2             # processes decoding the replies the plan waits for; default:
+                                         # one per core for pocketsphinx, one for Vosk (docs/operations.md)
     capture:                             # optional: the night's network traffic (docs/traffic.md)
       interface: eth1                    # where the Echos' packets pass (the access point's side)
       snap_length: 0                     # bytes kept of each packet; 0 keeps them whole
@@ -151,6 +153,7 @@ class LabConfig(Strict):
     endpointing: Endpointing = Endpointing()
     rig_check: RigCheck = RigCheck()
     speech_model: str | None = Field(None, min_length=1)
+    transcription_servers: int | None = Field(None, ge=1, le=64)
     capture: Capture | None = None
     virtual_lab: Path | None = None
 

@@ -464,7 +464,7 @@ def run_personas(personas: list[LoadedPersona], catalog: Catalog, lab: LabConfig
                                                            if resume else None))
                 for p in personas]
     with Night(model, work_dir or settings.data_dir() / "run", on_event=progress or (lambda _event: None),
-               on_phase=progress.phase if progress else lambda _m: None) as night:
+               on_phase=progress.phase if progress else lambda _m: None, servers=lab.transcription_servers) as night:
         return night.run(requests)
 
 
