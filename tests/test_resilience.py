@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator.asr.shards import default_count
 from orchestrator.audio.clip import validate_wav
 from orchestrator.catalog.skills import load_catalog
 from orchestrator.lab.config import EchoConfig, LabConfig, RigCheck
@@ -273,13 +274,16 @@ def test_a_transcription_server_that_dies_mid_night_is_brought_back(rig):
     thread, result, _pids = _start(rig, [_request(rig, rig["listener"])])
     _wait_for_step_start(events, 30.0)
     time.sleep(1.0)  # the prompt plays; its reply's transcription stream is open
-    dead = rig["night"].transcription_pids[0]  # the one server of the night's only Echo
+    before = rig["night"].transcription_pids
+    assert len(before) == default_count(rig["night"].model) and None not in before
+    dead = before[0]  # the server of the night's only Echo
     os.kill(dead, signal.SIGKILL)
     thread.join(timeout=180)
     assert not thread.is_alive()
     [summary] = result["summaries"]
     assert summary.status == "completed", summary
-    assert rig["night"].transcription_pids[0] not in (None, dead)
+    after = rig["night"].transcription_pids
+    assert after[0] not in (None, dead) and after[1:] == before[1:]  # the others were left alone
     db = sqlite3.connect(rig["db"])
     rows = db.execute("SELECT step_index, attempt, status, error FROM interactions WHERE run_id = ? "
                       "ORDER BY step_index, attempt", (summary.run_id,)).fetchall()
