@@ -76,11 +76,6 @@ _WARMUP_SECONDS = 1.0
 #: How often a client waiting for a restarted server tries to connect again.
 _RECONNECT_POLL = 0.2
 
-#: Niceness of a server process. When the Echos' replies come all at once, decoding wants more CPU
-#: than there is; the processes that play and record audio must still get theirs, or a reply has a
-#: gap (one longer than the endpointing hangover ends it early) or loses samples. Decoding can lag.
-NICENESS = 5
-
 
 class TranscriptionError(RuntimeError):
     """No transcript: the server died, timed out or failed on this utterance. Retry on a new stream."""
@@ -320,7 +315,6 @@ def _server_main(
 ) -> None:
     """Entry point of the spawned server process."""
     name_this_process()
-    os.nice(NICENESS)
     started = time.perf_counter()
     with _stderr_into(load_log):
         try:

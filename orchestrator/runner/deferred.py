@@ -34,8 +34,7 @@ from orchestrator.audio.devices import redirect_native_stderr
 from orchestrator.core.processes import die_with_parent, name_this_process
 from orchestrator.runner.reaction import Judgement, verdict_of
 
-#: Niceness of the background transcriber: the Echos' audio, and then the replies decoded while
-#: recorded (asr.server.NICENESS), come first.
+#: Niceness of the background transcriber: replies decoded while recorded, and the Echos' audio, come first.
 NICENESS = 10
 #: How often an idle transcriber looks at the queue again.
 IDLE_POLL = 0.5
