@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/soak.py [--minutes 30] [--echos 4] [--model auto]
 
-One lab, one set of simulated Echos and one transcription server serve every night, as a
+One lab, one set of simulated Echos and one set of transcription servers serve every night, as a
 scheduler service running for weeks would; each night starts fresh persona workers. Every 30 s
 the resident memory and open file descriptors of every process of the lab are sampled and
 grouped by the name each process gives itself (`ps -o comm`): this script (the night's own
-threads), `asr-server`, `persona-*`, `sim-*`, the sound server and its helpers. Printed and
+threads), `asr-server` (every server together), `persona-*`, `sim-*`, the sound server and its helpers. Printed and
 written to bench/results/soak-*/soak.json: per group the first, last and peak resident memory,
 and for the processes that live across nights the growth per hour from a least-squares fit of
 the samples after the warm-up.
