@@ -360,7 +360,8 @@ def main() -> None:
             verdict = "" if goal is None else "  ok" if reports[label]["seconds"] < goal else f"  OVER {goal:.0f} s"
             print(f"{label:<44} {reports[label]['seconds']:>7.3f} s  {reports[label]['rows']:>6} rows{verdict}",
                   file=sys.stderr)
-        plans = {name: query_plan(db_path, name, Filters()) for name in ("night", "installs", "compare", "skill-history")}
+        plans = {name: query_plan(db_path, name, Filters())
+                 for name in ("night", "installs", "compare", "skill-history")}
         export_figures = None if args.reports_only else timed_export(
             db_path, "interaction_details", Path(scratch) / "interaction_details.parquet")
         figures = {

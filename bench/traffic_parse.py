@@ -51,7 +51,8 @@ def templates(flows: int) -> list[list[bytes]]:
     out = []
     for n in range(flows):
         echo = n % ECHOS
-        w = PcapWriter(Path("/dev/null"), echo_ip=f"10.77.0.{echo + 2}", echo_mac=bytes.fromhex(f"020000000a{echo + 1:02x}"))
+        w = PcapWriter(Path("/dev/null"), echo_ip=f"10.77.0.{echo + 2}",
+                       echo_mac=bytes.fromhex(f"020000000a{echo + 1:02x}"))
         remote = f"10.{78 + n // 60000}.{(n // 250) % 240}.{n % 250 + 1}"
         name = f"api{n}.skill{n % 300}.example"
         w.dns(0.0, "10.77.0.53", 20000 + n % 40000, name, remote)
@@ -73,7 +74,7 @@ def write_capture(path: Path, size: int, flows: int) -> int:
         handle.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
         round_ = 0
         while written < size:
-            for n, flow in enumerate(frames):
+            for flow in frames:
                 # The first round opens each flow (DNS, hello); later rounds carry its data both ways.
                 chosen = flow if round_ == 0 else flow[-2:]
                 for frame in chosen:

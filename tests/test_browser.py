@@ -157,7 +157,8 @@ def test_no_request_leaves_the_audio_folder(served: tuple[str, Path]) -> None:
     base, folder = served
     connection = sqlite3.connect(folder / "orchestrator.sqlite")
     try:
-        (hostile,) = connection.execute("SELECT id FROM interactions WHERE response_audio = ?", (HOSTILE_PATH,)).fetchone()
+        (hostile,) = connection.execute("SELECT id FROM interactions WHERE response_audio = ?",
+                                        (HOSTILE_PATH,)).fetchone()
         (fine,) = connection.execute("SELECT id FROM interactions WHERE prompt_audio IS NOT NULL").fetchone()
     finally:
         connection.close()

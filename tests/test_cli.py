@@ -65,8 +65,9 @@ def lab(tmp_path) -> Path:
 def test_the_command_tree():
     names = {" ".join(path) for path, _ in COMMANDS}
     assert names == {"", "demo", "run", "validate", "query", "models", "models list", "models download", "devices",
-                     "catalog", "catalog import", "catalog list", "catalog upgrade", "report", "export", "browse", "audio",
-                     "serve", "schedule", "schedule list", "schedule trigger", "schedule pause", "schedule resume",
+                     "catalog", "catalog import", "catalog list", "catalog upgrade", "report", "export", "browse",
+                     "audio", "serve", "schedule", "schedule list", "schedule trigger", "schedule pause",
+                     "schedule resume",
                      "status", "lab", "lab check", "transcribe", "traffic", "traffic import", "traffic analyze"}
 
 

@@ -60,7 +60,8 @@ def test_two_nights_on_one_date_are_two_rounds(db: Path) -> None:
 
 
 def test_installs_and_replies_by_night(db: Path) -> None:
-    assert pick(rows_of(db, "installs", by="night"), "night", "night_round", "skill_id", "attempts", "last_outcome") == [
+    installs = pick(rows_of(db, "installs", by="night"), "night", "night_round", "skill_id", "attempts", "last_outcome")
+    assert installs == [
         (NIGHT_1, 1, "B01", 1, "enabled"), (NIGHT_1, 1, "B02", 1, "not_found"), (NIGHT_2, 1, "B02", 1, "enabled"),
     ]
     replies = rows_of(db, "replies", by="night")

@@ -457,7 +457,8 @@ def test_lab_echos_sharing_a_device(tmp_path, field, what):
 
 
 def test_lab_network_identity_is_kept_normalised(tmp_path):
-    text = LAB.replace('microphone: "Blue Yeti"', 'microphone: "Blue Yeti"\n    mac: F0-27-2D-12-34-56\n    ip: 10.0.0.7')
+    text = LAB.replace('microphone: "Blue Yeti"',
+                       'microphone: "Blue Yeti"\n    mac: F0-27-2D-12-34-56\n    ip: 10.0.0.7')
     lab = load_lab(write(tmp_path, "lab.yaml", text))
     echo1 = lab.echo("echo1")
     assert (echo1.mac, echo1.ip) == ("f0:27:2d:12:34:56", "10.0.0.7")
@@ -489,7 +490,8 @@ def test_lab_capture_needs_an_echo_with_a_network_identity(tmp_path):
     issue = only_issue(load_lab, path)
     assert (issue.field, issue.line) == ("capture", line_of(path, "capture:"))
     assert "give at least one Echo its `mac` or `ip`" in issue.message
-    lab = load_lab(write(tmp_path, "lab.yaml", LAB.replace("mic2", "mic2\n    ip: 10.0.0.8") + "capture:\n  interface: eth1\n"))
+    text = LAB.replace("mic2", "mic2\n    ip: 10.0.0.8") + "capture:\n  interface: eth1\n"
+    lab = load_lab(write(tmp_path, "lab.yaml", text))
     assert lab.capture is not None and (lab.capture.snap_length, lab.capture.optional) == (0, False)
 
 

@@ -31,10 +31,10 @@ import yaml
 from orchestrator.analysis.reports import Filters, run_report
 from orchestrator.audio.clip import MIC_FORMAT, validate_wav
 from orchestrator.catalog.skills import load_catalog
-from orchestrator.plan.persona import compile_plan
-from orchestrator.runner.progress import Progress
 from orchestrator.core import settings
 from orchestrator.core.clock import TIMESTAMP_ACCURACY_SECONDS
+from orchestrator.plan.persona import compile_plan
+from orchestrator.runner.progress import Progress
 from orchestrator.sim.demo import DEMO_ENDPOINTING, DemoSettings, demo_personas, lab_beside, run_demo
 from orchestrator.sim.echo import OUTCOME_OF_KIND, SimScript, read_truth, truth_path
 from orchestrator.sim.network import NETWORK_FILE, PREFIX
@@ -269,7 +269,8 @@ def test_the_nights_capture_is_recorded_with_its_facts(night):
     capture = captures[0]
     path = Path(capture["path"])
     assert capture["source"] == "night" and capture["analyzed_at"] is not None and capture["error"] is None
-    assert capture["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and capture["bytes"] == path.stat().st_size
+    assert capture["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert capture["bytes"] == path.stat().st_size
     assert capture["packets_dropped"] == 0 and capture["packets"] > 100
     lab = yaml.safe_load((night["options"].lab_dir / "lab.yaml").read_text())
     assert capture["interface"] == lab["capture"]["interface"]

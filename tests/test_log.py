@@ -266,9 +266,10 @@ def test_an_old_log_keeps_its_transcripts_as_the_first_current_ones(db_path: Pat
             "'vosk 0.3.45')",
         ):
             connection.exec_driver_sql(sql)
-        insert = ("INSERT INTO interactions (id, run_id, persona_id, device_id, step_index, attempt, kind, status, started_at, "
-                  "finished_at, transcript, words_json, confidence, response_audio) "
-                  "VALUES (?, 1, 1, 1, ?, 0, 'ask', ?, '2026-11-01T00:59:00.000Z', '2026-11-01T01:00:00.000Z', ?, ?, ?, ?)")
+        insert = ("INSERT INTO interactions (id, run_id, persona_id, device_id, step_index, attempt, kind, status, "
+                  "started_at, finished_at, transcript, words_json, confidence, response_audio) "
+                  "VALUES (?, 1, 1, 1, ?, 0, 'ask', ?, '2026-11-01T00:59:00.000Z', '2026-11-01T01:00:00.000Z', "
+                  "?, ?, ?, ?)")
         connection.exec_driver_sql(insert, (heard, 0, "ok", "cats purr", json.dumps(words), 0.9, "1/000-0-ask.wav"))
         connection.exec_driver_sql(insert, (silent, 1, "no_response", None, None, None, None))
     log.upgrade(engine)

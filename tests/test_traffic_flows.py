@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from traffic_pcap import OTHER_MAC, PcapWriter, client_hello
 
 from orchestrator import log
 from orchestrator.traffic.domains import TrackerListError, is_tracker, load_tracker_list, registrable_domain
 from orchestrator.traffic.flows import Identity, read_flows, server_name
 from orchestrator.traffic.link import Window, Windows
 from orchestrator.traffic.store import TrafficError, analyze, import_capture
-from traffic_pcap import OTHER_MAC, PcapWriter, client_hello
 
 T0 = datetime(2026, 3, 4, 21, 0, tzinfo=UTC).timestamp()
 RESOLVER = "10.77.0.53"

@@ -85,7 +85,8 @@ def test_a_reply_whose_transcriber_died_goes_back_to_the_queue_then_fails(tmp_pa
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     cache = tmp_path_factory.mktemp("voice")
-    return {text: resample(read_wav(path), MIC_FORMAT.rate).pcm for text, path in voice.render_many([WELCOME, FACT], cache).items()}
+    rendered = voice.render_many([WELCOME, FACT], cache)
+    return {text: resample(read_wav(path), MIC_FORMAT.rate).pcm for text, path in rendered.items()}
 
 
 def test_queued_replies_are_heard_judged_and_heard_again_by_another_model(

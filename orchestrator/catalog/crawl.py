@@ -30,7 +30,6 @@ import csv
 import difflib
 import errno
 import fcntl
-import io
 import json
 import os
 import re

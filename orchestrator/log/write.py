@@ -24,7 +24,6 @@ from sqlalchemy.engine import Engine
 
 from orchestrator.core.clock import TIMESTAMP_ACCURACY_SECONDS, ClockState, host_clock
 from orchestrator.log.engine import write_session
-from orchestrator.log.transcripts import Heard, add_transcript
 from orchestrator.log.schema import (
     INSTALL_ACTIONS,
     INTERACTION_STATUSES,
@@ -46,6 +45,7 @@ from orchestrator.log.schema import (
     to_utc,
     utcnow,
 )
+from orchestrator.log.transcripts import Heard, add_transcript
 
 # ---------------------------------------------------------------------------------------------
 # Provenance

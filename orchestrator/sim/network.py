@@ -95,7 +95,8 @@ def plan(echos: list[str], names: Iterable[str], tag: str | None = None) -> Netw
         addresses[name] = f"10.203.{2 + index // 250}.{1 + index % 250}"
     return NetworkPlan(
         tag=tag, bridge=f"{PREFIX}{tag}", cloud=f"{PREFIX}-{tag}-cloud", resolver=RESOLVER,
-        echos={name: EchoAddress(f"{PREFIX}-{tag}-{i}", f"02:0e:c0:00:{i // 256:02x}:{i % 256:02x}", f"10.203.1.{i + 1}")
+        echos={name: EchoAddress(f"{PREFIX}-{tag}-{i}", f"02:0e:c0:00:{i // 256:02x}:{i % 256:02x}",
+                                 f"10.203.1.{i + 1}")
                for i, name in enumerate(echos)},
         endpoints=addresses,
     )
