@@ -44,7 +44,6 @@ class TranscriptionShards:
     def __init__(self, model: SpeechModel, folder: Path, authkey: bytes, count: int) -> None:
         if count < 1:
             raise ValueError(f"at least one transcription server is needed, not {count}")
-        self.model = model
         self.servers = [TranscriptionServer(model, Path(folder) / f"asr-{index}.sock", authkey=authkey)
                         for index in range(count)]
 
