@@ -118,7 +118,7 @@ def figures(db_path: Path, lab_dir: Path) -> dict[str, Any]:
     rows = db.execute("SELECT i.*, d.name AS echo FROM interactions i JOIN devices d ON d.id = i.device_id "
                       "ORDER BY echo, step_index, attempt").fetchall()
     answered = [r for r in rows if r["status"] == "ok"]
-    ratios = [seconds_between(r["started_at"], r["finished_at"]) / _audio(r) for r in answered]
+    ratios = [_ratio(r) for r in answered]
     reactive = [r["transcript_ready_delay"] for r in rows if r["transcript_ready_delay"] is not None]
     last_step = max(r["finished_at"] for r in rows if r["finished_at"])
     last_deferred = db.execute(
@@ -158,8 +158,7 @@ def overhead_parts(answered: list[sqlite3.Row]) -> dict[str, Any]:
                        ("deferred", [r for r in answered if r["transcript_ready_delay"] is None])):
         if not rows:
             continue
-        parts[f"overhead_ratio_{path}"] = quantiles([seconds_between(r["started_at"], r["finished_at"]) / _audio(r)
-                                                     for r in rows])
+        parts[f"overhead_ratio_{path}"] = quantiles([_ratio(r) for r in rows])
         parts[f"overhead_seconds_{path}"] = {
             "before_prompt": quantiles([seconds_between(r["started_at"], r["prompt_started_at"]) for r in rows]),
             "end_detection": quantiles([r["end_detect_delay"] for r in rows]),
@@ -169,8 +168,10 @@ def overhead_parts(answered: list[sqlite3.Row]) -> dict[str, Any]:
     return parts
 
 
-def _audio(row: sqlite3.Row) -> float:
-    return float(row["prompt_seconds"] + row["response_latency_seconds"] + row["response_seconds"])
+def _ratio(row: sqlite3.Row) -> float:
+    """A step's wall time (row inserted -> row finished) over its audio: prompt, the Echo's latency, its reply."""
+    audio = row["prompt_seconds"] + row["response_latency_seconds"] + row["response_seconds"]
+    return seconds_between(row["started_at"], row["finished_at"]) / float(audio)
 
 
 def main() -> None:
